@@ -1,0 +1,20 @@
+"""Scan kernels (no nn.Modules): selective scan and cross-scan/merge, Triton on CUDA, PyTorch elsewhere."""
+from medmamba.kernels.cross_scan import (
+    cross_merge,
+    cross_merge_2d,
+    cross_merge_3d,
+    cross_scan,
+    cross_scan_2d,
+    cross_scan_3d,
+)
+from medmamba.kernels.selective_scan import selective_scan
+
+__all__ = [
+    "selective_scan",
+    "cross_scan",
+    "cross_merge",
+    "cross_scan_2d",
+    "cross_merge_2d",
+    "cross_scan_3d",
+    "cross_merge_3d",
+]

@@ -1,0 +1,1 @@
+"""Network blocks (MONAI-style networks/blocks)."""

@@ -1,0 +1,1 @@
+"""Registered networks (MONAI-style networks/nets); importing this package registers every model."""
