@@ -3,8 +3,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medmamba-installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test docs install clean
+.PHONY: demo test docs install browser clean
 
 $(STAMP): setup.py
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -16,11 +17,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/medmamba demo
 
-test: $(STAMP)
+# The docs test drives Debian's headless Chromium.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+
+test: $(STAMP) browser
 	$(PY) -m pytest -n 2 --durations=15 tests
 
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict -d site
+	DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict -d site
 
 clean:
 	rm -rf $(VENV) site demo_output build *.egg-info

@@ -60,7 +60,7 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist", "scikit-learn"],
+        "test": ["pytest>=7", "pytest-xdist", "scikit-learn", "selenium>=4.10"],
         "docs": ["mkdocs>=1.6", "mkdocs-material>=9", "mkdocstrings[python]>=0.25", "mkdocs-gen-files>=0.5"],
     },
     entry_points={"console_scripts": ["medmamba = medmamba.cli:main"]},
