@@ -1,5 +1,8 @@
 """Scan kernels (no nn.Modules): selective scan and cross-scan/merge, Triton on CUDA, PyTorch elsewhere."""
 from medmamba.kernels.cross_scan import (
+    ROUTES_2D,
+    ROUTES_3D,
+    Route,
     cross_merge,
     cross_merge_2d,
     cross_merge_3d,
@@ -11,6 +14,9 @@ from medmamba.kernels.selective_scan import selective_scan
 
 __all__ = [
     "selective_scan",
+    "Route",
+    "ROUTES_2D",
+    "ROUTES_3D",
     "cross_scan",
     "cross_merge",
     "cross_scan_2d",

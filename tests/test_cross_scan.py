@@ -1,0 +1,140 @@
+"""Cross-scan / merge against an independent index reference built with nested loops and np.ravel_multi_index."""
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from medmamba.kernels import (
+    ROUTES_2D,
+    ROUTES_3D,
+    Route,
+    cross_merge,
+    cross_merge_2d,
+    cross_merge_3d,
+    cross_scan,
+    cross_scan_2d,
+    cross_scan_3d,
+)
+
+
+def route_indices(spatial, order, reverse):
+    """Row-major x index of each step of the route: nested loops, order[0] outermost."""
+    steps = []
+    for loop_idx in itertools.product(*[range(spatial[a]) for a in order]):
+        coord = [0] * len(spatial)
+        for axis, i in zip(order, loop_idx):
+            coord[axis] = i
+        steps.append(np.ravel_multi_index(coord, spatial))
+    steps = np.array(steps)
+    return steps[::-1].copy() if reverse else steps
+
+
+def scan_ref(x, routes):
+    b, c = x.shape[:2]
+    flat = x.reshape(b, c, -1)
+    return np.stack([flat[:, :, route_indices(x.shape[2:], o, r)] for o, r in routes], 1)
+
+
+def merge_ref(y, routes, spatial):
+    b, _, c = y.shape[:3]
+    y = y.reshape(b, len(routes), c, -1)
+    out = np.zeros((b, c, int(np.prod(spatial))), dtype=y.dtype)
+    for k, (o, r) in enumerate(routes):
+        np.add.at(out, (slice(None), slice(None), route_indices(spatial, o, r)), y[:, k])
+    return out
+
+
+CASES = [  # (spatial, routes)
+    ((5, 7), ROUTES_2D),
+    ((4, 4), ROUTES_2D),
+    ((3, 5, 4), ROUTES_3D),
+    ((5, 7), [ROUTES_2D[1], ROUTES_2D[2]]),
+    ((3, 5, 4), [ROUTES_3D[4], ROUTES_3D[0]]),
+    ((2, 3, 4), [Route((2, 1, 0), True), Route((0, 2, 1), False), Route((0, 2, 1), False)]),
+    ((9,), [Route((0,), False), Route((0,), True)]),
+    ((1, 6), ROUTES_2D),
+    ((2, 3, 1, 2), [Route((3, 1, 0, 2), True), Route((0, 1, 2, 3), False)]),
+]
+
+
+def ids(case):
+    return f"{'x'.join(map(str, case[0]))}-K{len(case[1])}"
+
+
+@pytest.mark.parametrize("spatial,routes", CASES, ids=[ids(c) for c in CASES])
+def test_scan_merge_match_reference(spatial, routes):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, *spatial, dtype=torch.float64, generator=gen)
+    y = torch.randn(2, len(routes), 3, *spatial, dtype=torch.float64, generator=gen)
+    scanned = cross_scan(x, routes)
+    assert scanned.shape == (2, len(routes), 3, int(np.prod(spatial)))
+    np.testing.assert_array_equal(scanned.numpy(), scan_ref(x.numpy(), routes))
+    merged = cross_merge(y, routes)
+    np.testing.assert_allclose(merged.numpy(), merge_ref(y.numpy(), routes, spatial), rtol=1e-12, atol=1e-12)
+    flat = cross_merge(y.flatten(3), routes, spatial_shape=spatial)
+    np.testing.assert_array_equal(flat.numpy(), merged.numpy())
+    # adjointness and round trip
+    lhs = (scanned * y.flatten(3)).sum()
+    rhs = (x.flatten(2) * merged).sum()
+    assert torch.allclose(lhs, rhs, rtol=1e-12)
+    np.testing.assert_allclose(cross_merge(scanned, routes, spatial_shape=spatial).numpy(),
+                               len(routes) * x.flatten(2).numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("spatial,routes", [CASES[0], CASES[2], CASES[5]], ids=[ids(c) for c in (CASES[0], CASES[2], CASES[5])])
+def test_gradients_match_reference(spatial, routes):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 2, *spatial, dtype=torch.float64, generator=gen, requires_grad=True)
+    g_scan = torch.randn(1, len(routes), 2, int(np.prod(spatial)), dtype=torch.float64, generator=gen)
+    cross_scan(x, routes).backward(g_scan)
+    np.testing.assert_allclose(x.grad.flatten(2).numpy(), merge_ref(g_scan.numpy(), routes, spatial), rtol=1e-12)
+
+    y = torch.randn(1, len(routes), 2, *spatial, dtype=torch.float64, generator=gen, requires_grad=True)
+    g_merge = torch.randn(1, 2, *spatial, dtype=torch.float64, generator=gen)
+    cross_merge(y, routes).backward(g_merge.flatten(2))
+    np.testing.assert_array_equal(y.grad.flatten(3).numpy(), scan_ref(g_merge.numpy(), routes))
+
+
+def test_gradcheck_torch_path():
+    x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(1, 4, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: cross_scan(t, ROUTES_2D, backend="torch"), (x,))
+    assert torch.autograd.gradcheck(lambda t: cross_merge(t, ROUTES_2D, backend="torch"), (y,))
+
+
+def test_fixed_route_sets_and_wrappers():
+    assert ROUTES_2D == [Route((0, 1), False), Route((1, 0), False), Route((0, 1), True), Route((1, 0), True)]
+    assert ROUTES_3D == [Route(o, r) for r in (False, True) for o in ((0, 1, 2), (1, 2, 0), (2, 0, 1))]
+    x2 = torch.randn(2, 3, 5, 7)
+    y2 = torch.randn(2, 4, 3, 5, 7)
+    np.testing.assert_array_equal(cross_scan_2d(x2).numpy(), scan_ref(x2.numpy(), ROUTES_2D))
+    np.testing.assert_allclose(cross_merge_2d(y2).numpy(), merge_ref(y2.numpy(), ROUTES_2D, (5, 7)), atol=1e-5)
+    x3 = torch.randn(1, 2, 3, 5, 4)
+    y3 = torch.randn(1, 6, 2, 3, 5, 4)
+    np.testing.assert_array_equal(cross_scan_3d(x3).numpy(), scan_ref(x3.numpy(), ROUTES_3D))
+    np.testing.assert_allclose(cross_merge_3d(y3).numpy(), merge_ref(y3.numpy(), ROUTES_3D, (3, 5, 4)), atol=1e-5)
+    # default routes follow the number of spatial axes; plain (order, reverse) tuples are accepted
+    np.testing.assert_array_equal(cross_scan(x3).numpy(), cross_scan_3d(x3).numpy())
+    np.testing.assert_array_equal(cross_scan(x2, [((1, 0), True)]).numpy(), cross_scan(x2, [ROUTES_2D[3]]).numpy())
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: cross_scan(torch.zeros(2, 3)), r"x has shape \(2, 3\)"),
+    (lambda: cross_scan_2d(torch.zeros(1, 2, 3, 4, 5)), r"x has shape \(1, 2, 3, 4, 5\), expected \(B, C, H, W\)"),
+    (lambda: cross_scan_3d(torch.zeros(1, 2, 3, 4)), r"x has shape \(1, 2, 3, 4\), expected \(B, C, D, H, W\)"),
+    (lambda: cross_merge_2d(torch.zeros(1, 4, 2, 12)), r"y has shape \(1, 4, 2, 12\), expected \(B, 4, C, H, W\)"),
+    (lambda: cross_merge_3d(torch.zeros(1, 4, 2, 3, 4, 5)), r"y has shape \(1, 4, 2, 3, 4, 5\), dim 1 must equal"),
+    (lambda: cross_merge(torch.zeros(1, 4, 2, 12), ROUTES_2D), r"y has shape \(1, 4, 2, 12\).*spatial_shape"),
+    (lambda: cross_merge(torch.zeros(1, 4, 2, 12), ROUTES_2D, spatial_shape=(3, 5)), r"y has shape \(1, 4, 2, 12\)"),
+    (lambda: cross_scan(torch.zeros(1, 2, 3, 4), [Route((0, 2), False)]), r"route order \(0, 2\)"),
+    (lambda: cross_scan(torch.zeros(1, 2, 3, 4), []), r"routes is empty"),
+    (lambda: cross_scan(torch.zeros(1, 2, 3, 4), backend="cuda"), r"backend='cuda'"),
+])
+def test_bad_input_raises_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
