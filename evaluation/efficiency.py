@@ -1,0 +1,197 @@
+"""Efficiency profile of a network: parameters, FLOPs (scans included), latency and peak memory of a forward pass.
+
+FLOPs
+    ``torch.utils.flop_counter.FlopCounterMode`` counts matmuls, convolutions and attention, one multiply-add
+    as **2** FLOPs (papers that use fvcore/thop report multiply-adds, about half our number). It cannot see
+    inside ``medmamba.kernels.selective_scan`` (a Triton kernel on CUDA; elementwise torch ops on CPU, which the
+    counter ignores), so :func:`count_selective_scan` replaces every reference to that function while profiling
+    and adds, per call with ``u`` of shape (b, d, L) and ``A`` of shape (d, N)::
+
+        8 * b*d*N*L      per state element and step: delta*A (1), exp (1), delta*B*u (2),
+                         h = dA*h + dBu (2), y += h*C (2)
+      + 2 * b*d*L        if D is given: y += D*u
+      + 2 * b*d*L        if delta_bias / delta_softplus: add bias (1), softplus (1)
+      + 2 * b*d*L        if z is given: y *= silu(z) (silu 1, multiply 1)
+
+    (mamba_ssm and VMamba count ``9*b*d*N*L`` multiply-adds-or-ops for the same recurrence; the formula above
+    counts every operation once, exp as one.) FLOPs the counter sees inside a scan call (e.g. an ``einsum`` in
+    a torch fallback) are subtracted so nothing is counted twice. Only references to the function held as a
+    module global (``from medmamba.kernels import selective_scan``) or as ``medmamba.kernels.selective_scan``
+    are replaced; ``scan_calls`` in the result shows how many calls were seen.
+
+Latency
+    Median wall time of ``repeats`` forward passes under ``torch.inference_mode`` after ``warmup`` passes, with
+    ``torch.cuda.synchronize`` around each pass on CUDA.
+
+Peak memory
+    CUDA: ``torch.cuda.max_memory_allocated`` during one forward pass, minus what was allocated before it
+    (weights and input), i.e. the activations and workspaces the pass needs (``memory_method="cuda_allocator"``).
+    CPU: process RSS is unreliable for this (glibc keeps freed memory; tracemalloc does not see torch), so the
+    pass runs under ``torch.profiler`` with ``profile_memory=True`` and the allocations/frees it attributes to each
+    operator are replayed in time order, allocations at the operator's start and frees at its end: the peak of
+    live tensor bytes allocated by torch during the pass (``memory_method="torch_profiler"``). It does not include
+    allocations outside torch's allocator (e.g. oneDNN scratch buffers).
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import sys
+import time
+from typing import Any, Iterator
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def selective_scan_flops(u: torch.Tensor, A: torch.Tensor, D=None, z=None, delta_bias=None,
+                         delta_softplus: bool = False) -> int:
+    """FLOPs of one ``selective_scan`` call (see the module docstring for the derivation)."""
+    b, d, length = u.shape
+    n = A.shape[-1]
+    per_channel_step = (2 if D is not None else 0) + (2 if (delta_bias is not None or delta_softplus) else 0) + (
+        2 if z is not None else 0
+    )
+    return 8 * b * d * n * length + per_channel_step * b * d * length
+
+
+class _ScanCounter:
+    def __init__(self, flop_counter: FlopCounterMode | None):
+        self.flop_counter = flop_counter
+        self.calls = 0
+        self.flops = 0
+        self.counted_inside = 0  # FLOPs the torch counter saw inside scan calls (subtracted later)
+
+
+@contextlib.contextmanager
+def count_selective_scan(flop_counter: FlopCounterMode | None = None) -> Iterator[_ScanCounter]:
+    """Replace every module-level reference to ``medmamba.kernels.selective_scan`` by a counting wrapper."""
+    import medmamba.kernels
+
+    original = medmamba.kernels.selective_scan
+    counter = _ScanCounter(flop_counter)
+
+    def counting_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, **kwargs):
+        before = counter.flop_counter.get_total_flops() if counter.flop_counter is not None else 0
+        out = original(u, delta, A, B, C, D, z, delta_bias=delta_bias, delta_softplus=delta_softplus, **kwargs)
+        if counter.flop_counter is not None:
+            counter.counted_inside += counter.flop_counter.get_total_flops() - before
+        counter.calls += 1
+        counter.flops += selective_scan_flops(u, A, D, z, delta_bias, delta_softplus)
+        return out
+
+    patched: list[tuple[dict, str]] = []
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for name, value in list(namespace.items()):
+            if value is original:
+                namespace[name] = counting_scan
+                patched.append((namespace, name))
+    try:
+        yield counter
+    finally:
+        for namespace, name in patched:
+            namespace[name] = original
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """FLOPs of one forward pass: ``flops`` (total), ``flops_scan`` (selective scans), ``scan_calls``."""
+    flop_counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), count_selective_scan(flop_counter) as scans, flop_counter:
+        model(x)
+    counted = flop_counter.get_total_flops() - scans.counted_inside
+    return {"flops": int(counted + scans.flops), "flops_scan": int(scans.flops), "scan_calls": scans.calls}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_latency(model: nn.Module, x: torch.Tensor, repeats: int = 10, warmup: int = 2) -> list[float]:
+    """Wall times (ms) of ``repeats`` forward passes after ``warmup`` passes."""
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            _sync(x.device)
+            start = time.perf_counter()
+            model(x)
+            _sync(x.device)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def _replay_profiler_memory(prof) -> int:
+    deltas = []
+    for event in prof.events():
+        usage = event.self_cpu_memory_usage
+        if usage > 0:
+            deltas.append((event.time_range.start, usage))
+        elif usage < 0:
+            deltas.append((event.time_range.end, usage))
+    live = peak = 0
+    for _, usage in sorted(deltas, key=lambda item: item[0]):
+        live += usage
+        peak = max(peak, live)
+    return peak
+
+
+def measure_peak_memory(model: nn.Module, x: torch.Tensor) -> tuple[int, str]:
+    """Peak bytes allocated by one forward pass beyond what was live before it, and the method used."""
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+        torch.cuda.reset_peak_memory_stats(x.device)
+        base = torch.cuda.memory_allocated(x.device)
+        with torch.inference_mode():
+            model(x)
+        torch.cuda.synchronize(x.device)
+        return torch.cuda.max_memory_allocated(x.device) - base, "cuda_allocator"
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model(x)
+    return _replay_profiler_memory(prof), "torch_profiler"
+
+
+def profile_model(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    device: str | torch.device = "cpu",
+    repeats: int = 10,
+    warmup: int = 2,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Any]:
+    """Profile ``model`` on a random input of ``input_shape`` = (batch, channels, *spatial).
+
+    Returns ``params``, ``flops`` (2 per multiply-add, scans included), ``flops_scan``, ``scan_calls``,
+    ``latency_ms`` (median), ``latency_ms_min``, ``latency_ms_max``, ``peak_memory_bytes``, ``peak_memory_mb``,
+    ``memory_method``, ``device``, ``input_shape``, ``repeats`` and ``warmup``.
+    """
+    device = torch.device(device)
+    model = model.to(device=device, dtype=dtype).eval()
+    x = torch.randn(*input_shape, device=device, dtype=dtype)
+    result: dict[str, Any] = {"params": count_parameters(model)}
+    result.update(count_flops(model, x))
+    times = measure_latency(model, x, repeats=repeats, warmup=warmup)
+    peak, method = measure_peak_memory(model, x)
+    result.update(
+        latency_ms=statistics.median(times),
+        latency_ms_min=min(times),
+        latency_ms_max=max(times),
+        peak_memory_bytes=int(peak),
+        peak_memory_mb=peak / 2**20,
+        memory_method=method,
+        device=str(device),
+        input_shape=list(input_shape),
+        repeats=repeats,
+        warmup=warmup,
+    )
+    return result
