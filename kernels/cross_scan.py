@@ -48,15 +48,21 @@ def _check_routes(routes: Sequence[Route] | None, n_spatial: int, fn: str) -> tu
     return tuple(checked)
 
 
-def _use_triton(t: torch.Tensor, backend: str, fn: str) -> bool:
+_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _use_triton(t: torch.Tensor, n_spatial: int, backend: str, fn: str) -> bool:
     if backend not in _BACKENDS:
         raise ValueError(f"{fn}: backend={backend!r}, expected one of {_BACKENDS}")
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    supported = n_spatial <= 3 and t.dtype in _TRITON_DTYPES
     if backend == "triton":
-        if not (t.is_cuda or interpret):
+        if not (t.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
             raise ValueError(f"{fn}: backend='triton' needs a CUDA tensor (or TRITON_INTERPRET=1), got {t.device}")
+        if not supported:
+            raise ValueError(f"{fn}: backend='triton' takes 1-3 spatial axes and a float dtype, got "
+                             f"{n_spatial} axes and {t.dtype}")
         return True
-    return backend == "auto" and t.is_cuda
+    return backend == "auto" and t.is_cuda and supported
 
 
 # ---- torch path ----
@@ -91,7 +97,7 @@ def cross_scan(x: torch.Tensor, routes: Sequence[Route] | None = None, *, backen
                          f"with at least one spatial axis")
     spatial = tuple(x.shape[2:])
     routes = _check_routes(routes, len(spatial), "cross_scan")
-    if _use_triton(x, backend, "cross_scan"):
+    if _use_triton(x, len(spatial), backend, "cross_scan"):
         from medmamba.kernels.cross_scan_triton import cross_scan_triton
         return cross_scan_triton(x, routes)
     return _scan_torch(x, routes)
@@ -123,7 +129,7 @@ def cross_merge(y: torch.Tensor, routes: Sequence[Route] | None = None, spatial_
     if y.shape[1] != len(routes):
         raise ValueError(f"cross_merge: y has shape {shape}, dim 1 must equal the number of routes {len(routes)}")
     y = y.reshape(*y.shape[:3], math.prod(spatial))
-    if _use_triton(y, backend, "cross_merge"):
+    if _use_triton(y, len(spatial), backend, "cross_merge"):
         from medmamba.kernels.cross_scan_triton import cross_merge_triton
         return cross_merge_triton(y, routes, spatial)
     return _merge_torch(y, routes, spatial)

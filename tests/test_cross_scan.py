@@ -138,3 +138,80 @@ def test_fixed_route_sets_and_wrappers():
 def test_bad_input_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+TRITON_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import torch
+    sys.path.insert(0, {tests_dir!r})
+    from test_cross_scan import CASES, merge_ref, scan_ref
+    from medmamba.kernels import ROUTES_3D, Route, cross_merge, cross_scan
+
+    gen = torch.Generator().manual_seed(0)
+    # more than one launch's worth of routes (12): the merge accumulates across launches
+    many = ROUTES_3D + [Route((0, 2, 1), True), Route((2, 1, 0), False), Route((1, 0, 2), True),
+                        Route((0, 1, 2), False), Route((2, 1, 0), True), Route((1, 0, 2), False)]
+    cases = [c for c in CASES if len(c[0]) <= 3] + [((3, 2, 5), many), ((37, 70), [Route((1, 0), True)])]
+    for spatial, routes in cases:
+        x = torch.randn(1, 2, *spatial, dtype=torch.float64, generator=gen, requires_grad=True)
+        y = torch.randn(1, len(routes), 2, *spatial, dtype=torch.float64, generator=gen, requires_grad=True)
+        scanned = cross_scan(x, routes, backend="triton")
+        np.testing.assert_array_equal(scanned.detach().numpy(), scan_ref(x.detach().numpy(), routes))
+        merged = cross_merge(y, routes, backend="triton")
+        np.testing.assert_allclose(merged.detach().numpy(), merge_ref(y.detach().numpy(), routes, spatial),
+                                   rtol=1e-12, atol=1e-12)
+        g_scan = torch.randn(scanned.shape, dtype=torch.float64, generator=gen)
+        g_merge = torch.randn(merged.shape, dtype=torch.float64, generator=gen)
+        scanned.backward(g_scan)
+        merged.backward(g_merge)
+        np.testing.assert_allclose(x.grad.flatten(2).numpy(), merge_ref(g_scan.numpy(), routes, spatial),
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(y.grad.flatten(3).numpy(),
+                                      scan_ref(g_merge.reshape(1, 2, *spatial).numpy(), routes))
+        print("ok", spatial, len(routes))
+    # low precision: scan is a copy (exact); merge sums in fp32 and rounds once
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        x = torch.randn(1, 2, 5, 7, generator=gen).to(dtype)
+        y = torch.randn(1, 6, 2, 3, 5, 4, generator=gen).to(dtype)
+        assert cross_scan(x, backend="triton").dtype == dtype
+        np.testing.assert_array_equal(cross_scan(x, backend="triton").float().numpy(),
+                                      scan_ref(x.float().numpy(), [((0, 1), False), ((1, 0), False),
+                                                                   ((0, 1), True), ((1, 0), True)]))
+        merged = cross_merge(y, backend="triton")
+        assert merged.dtype == dtype
+        ref = merge_ref(y.double().numpy(), ROUTES_3D, (3, 5, 4))
+        np.testing.assert_allclose(merged.double().numpy(), ref, rtol=torch.finfo(dtype).eps, atol=1e-6)
+        print("ok", dtype)
+""")
+
+
+def test_triton_kernels_under_interpreter():
+    """The Triton kernels, run on CPU by TRITON_INTERPRET=1 (the flag must be set before triton is imported)."""
+    script = TRITON_SCRIPT.format(tests_dir=os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ok") == len([c for c in CASES if len(c[0]) <= 3]) + 2 + 3
+
+
+def test_triton_kernels_compile_for_hopper():
+    """The interpreter accepts things the compiler rejects: compile both kernels for sm_90 (no GPU needed)."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from medmamba.kernels import cross_scan_triton as kernels
+
+    for routes, tile, dtype in ((ROUTES_2D, (1, 64, 64), "fp32"), (ROUTES_3D, (16, 16, 16), "bf16")):
+        code = sum(kernels._route_code(o, r) << (kernels._ROUTE_BITS * i) for i, (o, r) in enumerate(routes))
+        constants = dict(ROUTES=code, K=len(routes), T0=tile[0], T1=tile[1], T2=tile[2], ACCUMULATE=True,
+                         ACC_DTYPE=triton.language.float32)
+        for kernel in (kernels._cross_scan_kernel, kernels._cross_merge_kernel):
+            names = kernel.arg_names
+            signature = {n: "constexpr" if n in constants else ("*" + dtype if n.endswith("_ptr") else "i32")
+                         for n in names}
+            source = ASTSource(fn=kernel, signature=signature,
+                               constexprs={(names.index(n),): v for n, v in constants.items() if n in names})
+            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+            assert "st.global" in compiled.asm["ptx"]

@@ -1,0 +1,207 @@
+"""Fused Triton cross-scan / cross-merge: one pass each, no permuted intermediate copies.
+
+Spatial shapes are padded to three axes (leading size-1 axes). Each program owns one (b, c) row and one 3D tile of
+x. Scan loads the tile once and stores it into every route's sequence at the route's positions; merge gathers every
+route's values for the tile, sums them in fp32 and stores the tile once. The routes are compiled in (constexpr), so
+each route's positions are visibly contiguous along its innermost axis and Triton lays that access out coalesced
+(transposing through shared memory when needed). A reversed route visits its tile back-to-front along its innermost
+axis, which keeps its sequence positions L-1-p increasing there: scan re-reads that tile view from cache, merge
+gathers straight into the tile.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+_ROUTE_BITS = 5  # (literal in the kernels) innermost axis (2 bits), middle axis (2 bits), reverse (1 bit), padded-3D axes
+_ROW_MAJOR = tl.constexpr(6)  # route code of (0, 1, 2) forward: inner axis 2, middle axis 1
+_MAX_ROUTES_PER_LAUNCH = 12  # keeps the packed route code within 60 bits
+_TILE_ELEMENTS = 4096
+
+
+@triton.jit
+def _pick(AXIS: tl.constexpr, v0, v1, v2):
+    if AXIS == 0:
+        return v0
+    elif AXIS == 1:
+        return v1
+    else:
+        return v2
+
+
+@triton.jit
+def _route_offsets(CODE: tl.constexpr, pid_tile, n_t1, n_t2, S0, S1, S2,
+                   T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr):
+    """For one route and one tile: sequence positions, matching row-major x offsets, and the in-bounds mask."""
+    INNER: tl.constexpr = CODE & 3
+    MIDDLE: tl.constexpr = (CODE >> 2) & 3
+    OUTER: tl.constexpr = 3 - INNER - MIDDLE
+    REVERSE: tl.constexpr = (CODE >> 4) & 1
+    T_INNER: tl.constexpr = T0 if INNER == 0 else (T1 if INNER == 1 else T2)
+    b0 = (pid_tile // (n_t1 * n_t2)) * T0
+    b1 = ((pid_tile // n_t2) % n_t1) * T1
+    b2 = (pid_tile % n_t2) * T2
+    r0 = tl.arange(0, T0)[:, None, None]
+    r1 = tl.arange(0, T1)[None, :, None]
+    r2 = tl.arange(0, T2)[None, None, :]
+    # a reversed route walks its innermost axis back-to-front inside the tile
+    c0 = b0 + ((T0 - 1 - r0) if (REVERSE and INNER == 0) else r0)
+    c1 = b1 + ((T1 - 1 - r1) if (REVERSE and INNER == 1) else r1)
+    c2 = b2 + ((T2 - 1 - r2) if (REVERSE and INNER == 2) else r2)
+    s_inner = _pick(INNER, S0, S1, S2)
+    lin = (_pick(OUTER, c0, c1, c2) * _pick(MIDDLE, S0, S1, S2) + _pick(MIDDLE, c0, c1, c2)) * s_inner
+    if REVERSE:  # L-1 - (lin + b + T-1-r) = (L - lin - b - T) + r
+        pos = (S0 * S1 * S2 - lin - _pick(INNER, b0, b1, b2) - T_INNER) + _pick(INNER, r0, r1, r2)
+    else:
+        pos = lin + _pick(INNER, c0, c1, c2)
+    mask = (c0 < S0) & (c1 < S1) & (c2 < S2)
+    return pos, (c0 * S1 + c1) * S2 + c2, mask
+
+
+@triton.jit
+def _scan_route(CODE: tl.constexpr, tile, x_row, out_row, pid_tile, n_t1, n_t2, S0, S1, S2,
+                T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr):
+    pos, src, mask = _route_offsets(CODE, pid_tile, n_t1, n_t2, S0, S1, S2, T0, T1, T2)
+    if (CODE >> 4) & 1:  # reversed: the tile back-to-front along the route's inner axis, read again from cache
+        tl.store(out_row + pos, tl.load(x_row + src, mask=mask), mask=mask)
+    else:
+        tl.store(out_row + pos, tile, mask=mask)
+
+
+@triton.jit
+def _gather_route(CODE: tl.constexpr, y_row, mask, pid_tile, n_t1, n_t2, S0, S1, S2,
+                  T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr):
+    """The route's values for the tile in tile order: positions p of the forward route, L-1-p if reversed."""
+    pos, _, _ = _route_offsets(CODE & 15, pid_tile, n_t1, n_t2, S0, S1, S2, T0, T1, T2)
+    if (CODE >> 4) & 1:
+        pos = S0 * S1 * S2 - 1 - pos
+    return tl.load(y_row + pos, mask=mask)
+
+
+@triton.jit
+def _cross_scan_kernel(x_ptr, out_ptr, C, S0, S1, S2, n_t1, n_t2, n_tiles, K_TOTAL, K_FIRST,
+                       ROUTES: tl.constexpr, K: tl.constexpr,
+                       T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr):
+    pid = tl.program_id(0)
+    bc = pid // n_tiles
+    pid_tile = pid % n_tiles
+    L = S0 * S1 * S2
+    b = bc // C
+    c = bc % C
+    x_row = x_ptr + bc.to(tl.int64) * L
+    _, x_off, mask = _route_offsets(_ROW_MAJOR, pid_tile, n_t1, n_t2, S0, S1, S2, T0, T1, T2)
+    tile = tl.load(x_row + x_off, mask=mask)
+    for k in tl.static_range(K):
+        out_row = out_ptr + ((b * K_TOTAL + K_FIRST + k) * C + c).to(tl.int64) * L
+        _scan_route((ROUTES >> (5 * k)) & 31, tile, x_row, out_row, pid_tile, n_t1, n_t2, S0, S1, S2, T0, T1, T2)
+
+
+@triton.jit
+def _cross_merge_kernel(y_ptr, out_ptr, C, S0, S1, S2, n_t1, n_t2, n_tiles, K_TOTAL, K_FIRST,
+                        ROUTES: tl.constexpr, K: tl.constexpr, ACCUMULATE: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                        T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr):
+    pid = tl.program_id(0)
+    bc = pid // n_tiles
+    pid_tile = pid % n_tiles
+    L = S0 * S1 * S2
+    b = bc // C
+    c = bc % C
+    out_row = out_ptr + bc.to(tl.int64) * L
+    _, x_off, mask = _route_offsets(_ROW_MAJOR, pid_tile, n_t1, n_t2, S0, S1, S2, T0, T1, T2)
+    if ACCUMULATE:
+        acc = tl.load(out_row + x_off, mask=mask).to(ACC_DTYPE)
+    else:
+        acc = tl.zeros((T0, T1, T2), dtype=ACC_DTYPE)
+    for k in tl.static_range(K):
+        y_row = y_ptr + ((b * K_TOTAL + K_FIRST + k) * C + c).to(tl.int64) * L
+        acc += _gather_route((ROUTES >> (5 * k)) & 31, y_row, mask, pid_tile, n_t1, n_t2, S0, S1, S2,
+                             T0, T1, T2).to(ACC_DTYPE)
+    tl.store(out_row + x_off, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _route_code(order: tuple[int, ...], reverse: bool) -> int:
+    padded = tuple(range(3 - len(order))) + tuple(a + 3 - len(order) for a in order)
+    return padded[2] | (padded[1] << 2) | (int(reverse) << 4)
+
+
+def _tile_shape(spatial3: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Power-of-two tile of about _TILE_ELEMENTS, grown evenly over the axes that are long enough."""
+    tile = [1, 1, 1]
+    limit = [triton.next_power_of_2(s) for s in spatial3]
+    while math.prod(tile) < _TILE_ELEMENTS:
+        growable = [a for a in (2, 1, 0) if tile[a] < limit[a]]
+        if not growable:
+            break
+        tile[min(growable, key=lambda a: tile[a])] *= 2
+    return tuple(tile)
+
+
+def _launch(kernel, src: torch.Tensor, out: torch.Tensor, routes, spatial: tuple[int, ...]) -> None:
+    spatial3 = (1,) * (3 - len(spatial)) + tuple(spatial)
+    tile = _tile_shape(spatial3)
+    n_t = [triton.cdiv(s, t) for s, t in zip(spatial3, tile)]
+    n_tiles = math.prod(n_t)
+    b, k_total, c = out.shape[0], len(routes), (src.shape[1] if kernel is _cross_scan_kernel else out.shape[1])
+    num_warps = 8 if math.prod(tile) >= 4096 else 4
+    for first in range(0, k_total, _MAX_ROUTES_PER_LAUNCH):
+        chunk = routes[first:first + _MAX_ROUTES_PER_LAUNCH]
+        code = 0
+        for i, (order, reverse) in enumerate(chunk):
+            code |= _route_code(order, reverse) << (_ROUTE_BITS * i)
+        accumulate = {"ACCUMULATE": first > 0, "ACC_DTYPE": tl.float64 if src.dtype == torch.float64 else tl.float32} \
+            if kernel is _cross_merge_kernel else {}
+        kernel[(b * c * n_tiles,)](src, out, c, *spatial3, n_t[1], n_t[2], n_tiles, k_total, first,
+                                   ROUTES=code, K=len(chunk), T0=tile[0], T1=tile[1], T2=tile[2],
+                                   num_warps=num_warps, **accumulate)
+
+
+def _scan(x: torch.Tensor, routes) -> torch.Tensor:
+    x = x.contiguous()
+    spatial = tuple(x.shape[2:])
+    out = x.new_empty(x.shape[0], len(routes), x.shape[1], math.prod(spatial))
+    if out.numel():
+        _launch(_cross_scan_kernel, x, out, routes, spatial)
+    return out
+
+
+def _merge(y: torch.Tensor, routes, spatial: tuple[int, ...]) -> torch.Tensor:
+    y = y.contiguous()
+    out = y.new_empty(y.shape[0], y.shape[2], y.shape[3])
+    if out.numel():
+        _launch(_cross_merge_kernel, y, out, routes, spatial)
+    return out
+
+
+class _CrossScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, routes):
+        ctx.routes, ctx.shape = routes, x.shape
+        return _scan(x, routes)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _merge(grad, ctx.routes, tuple(ctx.shape[2:])).view(ctx.shape), None
+
+
+class _CrossMerge(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, routes, spatial):
+        ctx.routes, ctx.spatial = routes, spatial
+        return _merge(y, routes, spatial)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _scan(grad.reshape(*grad.shape[:2], *ctx.spatial), ctx.routes), None, None
+
+
+def cross_scan_triton(x: torch.Tensor, routes) -> torch.Tensor:
+    """x (B, C, *spatial) with 1-3 spatial axes -> (B, K, C, L); differentiable (backward = merge)."""
+    return _CrossScan.apply(x, tuple(routes))
+
+
+def cross_merge_triton(y: torch.Tensor, routes, spatial: tuple[int, ...]) -> torch.Tensor:
+    """y (B, K, C, L) -> (B, C, L); differentiable (backward = scan)."""
+    return _CrossMerge.apply(y, tuple(routes), tuple(spatial))
