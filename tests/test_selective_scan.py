@@ -1,0 +1,199 @@
+"""Selective scan against an independent float64 sequential loop: outputs, last state and every gradient.
+
+The Triton kernels run on CPU under TRITON_INTERPRET=1 in a subprocess (the flag must be set before triton is
+imported): see tests/triton_interp_selective_scan.py, which reuses the reference and cases defined here.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medmamba.kernels import selective_scan
+from medmamba.kernels.selective_scan_torch import selective_scan_torch
+
+GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def reference_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Plain float64 recurrence, one time step at a time. Returns (out, last_state) in float64."""
+    u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
+    batch, dim, L = u.shape
+    if delta_bias is not None:
+        delta = delta + delta_bias.double()[:, None]
+    if delta_softplus:
+        delta = torch.log1p(torch.exp(delta))
+    if B.dim() == 3:
+        B, C = B[:, None], C[:, None]
+    group_of_channel = torch.arange(dim) // (dim // B.shape[1])
+    B, C = B[:, group_of_channel], C[:, group_of_channel]  # (batch, dim, N, L)
+    h = u.new_zeros(batch, dim, A.shape[1])
+    ys = []
+    for t in range(L):
+        dt = delta[:, :, t, None]
+        h = torch.exp(dt * A) * h + dt * B[..., t] * u[:, :, t, None]
+        ys.append((h * C[..., t]).sum(-1))
+    y = torch.stack(ys, -1)
+    if D is not None:
+        y = y + D.double()[:, None] * u
+    if z is not None:
+        z = z.double()
+        y = y * z * torch.sigmoid(z)
+    return y, h
+
+
+def make_inputs(batch=2, dim=6, L=20, N=4, G=1, grouped_form=True, with_D=True, with_z=True, with_bias=True,
+                dtype=torch.float32, delta_scale=1.0, seed=0):
+    """Random inputs; G=1 with grouped_form=False gives the (batch, N, L) form of B and C."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen) * scale).to(dtype)
+
+    bc_shape = (batch, G, N, L) if grouped_form else (batch, N, L)
+    return dict(
+        u=rnd(batch, dim, L),
+        delta=(torch.rand(batch, dim, L, generator=gen) * delta_scale).to(dtype),
+        A=-torch.rand(dim, N, generator=gen).mul(2).add(0.2).to(dtype),
+        B=rnd(*bc_shape),
+        C=rnd(*bc_shape),
+        D=rnd(dim) if with_D else None,
+        z=rnd(batch, dim, L) if with_z else None,
+        delta_bias=rnd(dim, scale=0.5) if with_bias else None,
+    )
+
+
+# (case id, make_inputs kwargs, delta_softplus, return_last_state): L=1, L beyond one chunk and not a multiple of
+# it, odd dim, grouped and (batch, N, L) forms, batch 1, every optional argument on and off.
+CASES = [
+    ("L1", dict(batch=1, dim=4, L=1), True, True),
+    ("all_on_G2", dict(dim=6, L=37, G=2), True, True),
+    ("plain_3d_BC", dict(dim=5, L=23, grouped_form=False, with_D=False, with_z=False, with_bias=False), False, True),
+    ("no_z_G3", dict(batch=1, dim=9, L=19, G=3, with_z=False), True, False),
+    ("no_D_no_bias", dict(dim=7, L=33, N=3, with_D=False, with_bias=False), True, True),
+    ("z_only", dict(batch=1, dim=3, L=12, with_D=False, with_bias=False), False, False),
+]
+LONG_CASES = [  # several torch chunks (CHUNK_SIZE=64) with a remainder; too slow for the Triton interpreter
+    ("long_G2", dict(batch=1, dim=4, L=150, G=2), True, True),
+]
+
+
+def run_and_grads(fn, inputs, delta_softplus, return_last_state, seed=1):
+    """Forward through fn, backward through a random projection of out (and of the last state)."""
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items() if v is not None}
+    args = {k: leaves.get(k) for k in inputs}
+    res = fn(**args, delta_softplus=delta_softplus)
+    out, last = res if isinstance(res, tuple) else (res, None)
+    gen = torch.Generator().manual_seed(seed)
+    loss = (out.double() * torch.randn(out.shape, generator=gen, dtype=torch.float64)).sum()
+    if return_last_state:
+        loss = loss + (last.double() * torch.randn(last.shape, generator=gen, dtype=torch.float64)).sum()
+    loss.backward()
+    return out.detach(), (last.detach() if last is not None else None), {k: v.grad for k, v in leaves.items()}
+
+
+def check_against_reference(fn, inputs, delta_softplus, return_last_state, atol, rtol):
+    out, last, grads = run_and_grads(fn, inputs, delta_softplus, return_last_state)
+    ref_fn = reference_scan if return_last_state else (lambda **kw: reference_scan(**kw)[0])
+    ref_out, ref_last, ref_grads = run_and_grads(ref_fn, inputs, delta_softplus, return_last_state)
+    assert out.dtype == inputs["u"].dtype and out.shape == inputs["u"].shape
+    torch.testing.assert_close(out.double(), ref_out, atol=atol, rtol=rtol)
+    if return_last_state:
+        assert last.dtype == (torch.float64 if inputs["u"].dtype == torch.float64 else torch.float32)
+        torch.testing.assert_close(last.double(), ref_last, atol=atol, rtol=rtol)
+    assert set(grads) == set(ref_grads)
+    for name in grads:
+        ref_grad = ref_grads[name].double()
+        scale = ref_grad.abs().max().item() + 1.0
+        torch.testing.assert_close(grads[name].double(), ref_grad, atol=atol * scale, rtol=rtol,
+                                   msg=lambda m: f"grad of {name}: {m}")
+
+
+def torch_backend(**kw):
+    return selective_scan(**kw, return_last_state=True, backend="torch")
+
+
+@pytest.mark.parametrize("case", CASES + LONG_CASES, ids=lambda c: c[0])
+def test_torch_backend_matches_reference(case):
+    _, kwargs, softplus, last_state = case
+    fn = lambda **kw: selective_scan(**kw, return_last_state=last_state, backend="torch")
+    check_against_reference(fn, make_inputs(**kwargs), softplus, last_state, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 7])
+def test_torch_chunk_boundaries(chunk_size):
+    """Small chunks: the state carried across many chunk boundaries, remainder chunk included."""
+    fn = lambda **kw: selective_scan_torch(**kw, return_last_state=True, chunk_size=chunk_size)
+    check_against_reference(fn, make_inputs(dim=4, L=30, G=2), True, True, atol=2e-5, rtol=1e-4)
+
+
+def test_torch_wide_decay_range_splits_chunks():
+    """dt * |A| summed over a chunk far beyond exp's range: the chunk is split, results stay exact."""
+    inputs = make_inputs(batch=1, dim=4, L=70, G=1, delta_scale=30.0, with_bias=False)
+    inputs["A"] = inputs["A"] * 20
+    check_against_reference(torch_backend, inputs, False, True, atol=2e-5, rtol=1e-4)
+
+
+def test_torch_bf16_and_fp16():
+    """Low-precision inputs, float32 state: compared with the float64 loop run on the same rounded inputs.
+    Tolerance: 2e-2 relative to the output scale (bf16 keeps 8 mantissa bits, the output is rounded to bf16)."""
+    for dtype in (torch.bfloat16, torch.float16):
+        inputs = make_inputs(dim=6, L=70, G=2, dtype=dtype)
+        out, last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, backend="torch")
+        ref_out, ref_last = reference_scan(**inputs, delta_softplus=True)
+        assert out.dtype == dtype and last.dtype == torch.float32
+        scale = ref_out.abs().max().item()
+        torch.testing.assert_close(out.double(), ref_out, atol=2e-2 * scale, rtol=2e-2)
+        torch.testing.assert_close(last.double(), ref_last, atol=1e-4 * ref_last.abs().max().item(), rtol=1e-4)
+
+
+def test_torch_gradcheck_float64():
+    inputs = make_inputs(batch=1, dim=4, L=9, N=3, G=2, dtype=torch.float64)
+    names = list(inputs)
+    leaves = [inputs[k].clone().requires_grad_() for k in names]
+
+    def fn(*args):
+        out, last = selective_scan_torch(**dict(zip(names, args)), delta_softplus=True, return_last_state=True,
+                                         chunk_size=4)
+        return out, last
+
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6)
+
+
+def test_auto_backend_on_cpu_is_torch():
+    inputs = make_inputs(dim=4, L=10)
+    torch.testing.assert_close(selective_scan(**inputs), selective_scan(**inputs, backend="torch"))
+
+
+@pytest.mark.parametrize("name, bad, expected", [
+    ("u", torch.zeros(2, 6), "(batch, dim, L)"),
+    ("delta", torch.zeros(2, 6, 19), "(2, 6, 20)"),
+    ("A", torch.zeros(5, 4), "(6, 4)"),
+    ("A", torch.zeros(6, 4, dtype=torch.complex64), "floating"),
+    ("B", torch.zeros(2, 4, 20, 1), "G dividing dim=6"),
+    ("B", torch.zeros(2, 3, 20), "(2, 4, 20)"),
+    ("C", torch.zeros(2, 4, 4, 20), "G dividing dim=6"),
+    ("D", torch.zeros(5), "(6,)"),
+    ("z", torch.zeros(2, 6, 21), "(2, 6, 20)"),
+    ("delta_bias", torch.zeros(6, dtype=torch.int64), "floating"),
+    ("delta_bias", torch.zeros(6, device="meta"), "expected cpu"),
+])
+def test_bad_arguments_raise_value_error(name, bad, expected):
+    inputs = make_inputs(dim=6, L=20, N=4)
+    inputs[name] = bad
+    with pytest.raises(ValueError, match=rf"\b{name}\b") as info:
+        selective_scan(**inputs)
+    msg = str(info.value)
+    assert str(tuple(bad.shape)) in msg and expected in msg, msg
+
+
+def test_bad_backend_and_triton_without_cuda(monkeypatch):
+    inputs = make_inputs(dim=4, L=5)
+    with pytest.raises(ValueError, match="backend"):
+        selective_scan(**inputs, backend="cuda")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        selective_scan(**inputs, backend="triton")
