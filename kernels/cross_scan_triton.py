@@ -82,7 +82,7 @@ def _gather_route(CODE: tl.constexpr, y_row, mask, pid_tile, n_t1, n_t2, S0, S1,
 
 
 @triton.jit
-def _cross_scan_kernel(x_ptr, out_ptr, C, S0, S1, S2, n_t1, n_t2, n_tiles, K_TOTAL, K_FIRST,
+def _cross_scan_kernel(x_ptr, out_ptr, stride_xb, stride_xc, C, S0, S1, S2, n_t1, n_t2, n_tiles, K_TOTAL, K_FIRST,
                        ROUTES: tl.constexpr, K: tl.constexpr,
                        T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr):
     pid = tl.program_id(0)
@@ -91,7 +91,7 @@ def _cross_scan_kernel(x_ptr, out_ptr, C, S0, S1, S2, n_t1, n_t2, n_tiles, K_TOT
     L = S0 * S1 * S2
     b = bc // C
     c = bc % C
-    x_row = x_ptr + bc.to(tl.int64) * L
+    x_row = x_ptr + b.to(tl.int64) * stride_xb + c.to(tl.int64) * stride_xc
     _, x_off, mask = _route_offsets(_ROW_MAJOR, pid_tile, n_t1, n_t2, S0, S1, S2, T0, T1, T2)
     tile = tl.load(x_row + x_off, mask=mask)
     for k in tl.static_range(K):
@@ -100,7 +100,8 @@ def _cross_scan_kernel(x_ptr, out_ptr, C, S0, S1, S2, n_t1, n_t2, n_tiles, K_TOT
 
 
 @triton.jit
-def _cross_merge_kernel(y_ptr, out_ptr, C, S0, S1, S2, n_t1, n_t2, n_tiles, K_TOTAL, K_FIRST,
+def _cross_merge_kernel(y_ptr, out_ptr, stride_yb, stride_yk, stride_yc, C, S0, S1, S2, n_t1, n_t2, n_tiles,
+                        K_FIRST,
                         ROUTES: tl.constexpr, K: tl.constexpr, ACCUMULATE: tl.constexpr, ACC_DTYPE: tl.constexpr,
                         T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr):
     pid = tl.program_id(0)
@@ -116,7 +117,7 @@ def _cross_merge_kernel(y_ptr, out_ptr, C, S0, S1, S2, n_t1, n_t2, n_tiles, K_TO
     else:
         acc = tl.zeros((T0, T1, T2), dtype=ACC_DTYPE)
     for k in tl.static_range(K):
-        y_row = y_ptr + ((b * K_TOTAL + K_FIRST + k) * C + c).to(tl.int64) * L
+        y_row = y_ptr + b.to(tl.int64) * stride_yb + (K_FIRST + k) * stride_yk + c.to(tl.int64) * stride_yc
         acc += _gather_route((ROUTES >> (5 * k)) & 31, y_row, mask, pid_tile, n_t1, n_t2, S0, S1, S2,
                              T0, T1, T2).to(ACC_DTYPE)
     tl.store(out_row + x_off, acc.to(out_ptr.dtype.element_ty), mask=mask)
@@ -139,39 +140,59 @@ def _tile_shape(spatial3: tuple[int, int, int]) -> tuple[int, int, int]:
     return tuple(tile)
 
 
-def _launch(kernel, src: torch.Tensor, out: torch.Tensor, routes, spatial: tuple[int, ...]) -> None:
+def _rows_contiguous(t: torch.Tensor, lead: int) -> torch.Tensor:
+    """t itself when each row (the dims after the first `lead`) is one contiguous block, else a contiguous copy.
+
+    Batch / route / channel strides are free, so a channel slice (one MHS-VM head) is scanned without a copy.
+    """
+    expected = 1
+    for size, stride in zip(reversed(t.shape[lead:]), reversed(t.stride()[lead:])):
+        if size != 1 and stride != expected:
+            return t.contiguous()
+        expected *= size
+    return t
+
+
+def _launches(routes, spatial: tuple[int, ...]):
+    """Grid geometry and, per launch of at most _MAX_ROUTES_PER_LAUNCH routes, its first route and packed code."""
     spatial3 = (1,) * (3 - len(spatial)) + tuple(spatial)
     tile = _tile_shape(spatial3)
     n_t = [triton.cdiv(s, t) for s, t in zip(spatial3, tile)]
-    n_tiles = math.prod(n_t)
-    b, k_total, c = out.shape[0], len(routes), (src.shape[1] if kernel is _cross_scan_kernel else out.shape[1])
-    num_warps = 8 if math.prod(tile) >= 4096 else 4
-    for first in range(0, k_total, _MAX_ROUTES_PER_LAUNCH):
+    geometry = dict(S=spatial3, n_t1=n_t[1], n_t2=n_t[2], n_tiles=math.prod(n_t), tile=tile,
+                    num_warps=8 if math.prod(tile) >= 4096 else 4)
+    chunks = []
+    for first in range(0, len(routes), _MAX_ROUTES_PER_LAUNCH):
         chunk = routes[first:first + _MAX_ROUTES_PER_LAUNCH]
-        code = 0
-        for i, (order, reverse) in enumerate(chunk):
-            code |= _route_code(order, reverse) << (_ROUTE_BITS * i)
-        accumulate = {"ACCUMULATE": first > 0, "ACC_DTYPE": tl.float64 if src.dtype == torch.float64 else tl.float32} \
-            if kernel is _cross_merge_kernel else {}
-        kernel[(b * c * n_tiles,)](src, out, c, *spatial3, n_t[1], n_t[2], n_tiles, k_total, first,
-                                   ROUTES=code, K=len(chunk), T0=tile[0], T1=tile[1], T2=tile[2],
-                                   num_warps=num_warps, **accumulate)
+        code = sum(_route_code(order, reverse) << (_ROUTE_BITS * i) for i, (order, reverse) in enumerate(chunk))
+        chunks.append((first, len(chunk), code))
+    return geometry, chunks
 
 
 def _scan(x: torch.Tensor, routes) -> torch.Tensor:
-    x = x.contiguous()
-    spatial = tuple(x.shape[2:])
-    out = x.new_empty(x.shape[0], len(routes), x.shape[1], math.prod(spatial))
+    x = _rows_contiguous(x, 2)
+    (b, c), spatial = x.shape[:2], tuple(x.shape[2:])
+    out = x.new_empty(b, len(routes), c, math.prod(spatial))
     if out.numel():
-        _launch(_cross_scan_kernel, x, out, routes, spatial)
+        g, chunks = _launches(routes, spatial)
+        for first, k, code in chunks:
+            _cross_scan_kernel[(b * c * g["n_tiles"],)](
+                x, out, x.stride(0), x.stride(1), c, *g["S"], g["n_t1"], g["n_t2"], g["n_tiles"], len(routes), first,
+                ROUTES=code, K=k, T0=g["tile"][0], T1=g["tile"][1], T2=g["tile"][2], num_warps=g["num_warps"])
     return out
 
 
 def _merge(y: torch.Tensor, routes, spatial: tuple[int, ...]) -> torch.Tensor:
-    y = y.contiguous()
-    out = y.new_empty(y.shape[0], y.shape[2], y.shape[3])
+    y = _rows_contiguous(y, 3)
+    b, _, c, length = y.shape
+    out = y.new_empty(b, c, length)
     if out.numel():
-        _launch(_cross_merge_kernel, y, out, routes, spatial)
+        g, chunks = _launches(routes, spatial)
+        acc_dtype = tl.float64 if y.dtype == torch.float64 else tl.float32
+        for first, k, code in chunks:
+            _cross_merge_kernel[(b * c * g["n_tiles"],)](
+                y, out, y.stride(0), y.stride(1), y.stride(2), c, *g["S"], g["n_t1"], g["n_t2"], g["n_tiles"], first,
+                ROUTES=code, K=k, ACCUMULATE=first > 0, ACC_DTYPE=acc_dtype,
+                T0=g["tile"][0], T1=g["tile"][1], T2=g["tile"][2], num_warps=g["num_warps"])
     return out
 
 
@@ -182,8 +203,8 @@ class _CrossScan(torch.autograd.Function):
         return _scan(x, routes)
 
     @staticmethod
-    def backward(ctx, grad):
-        return _merge(grad, ctx.routes, tuple(ctx.shape[2:])).view(ctx.shape), None
+    def backward(ctx, grad):  # through the merge Function, so double backward works too
+        return _CrossMerge.apply(grad, ctx.routes, tuple(ctx.shape[2:])).view(ctx.shape), None
 
 
 class _CrossMerge(torch.autograd.Function):
@@ -194,7 +215,7 @@ class _CrossMerge(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return _scan(grad.reshape(*grad.shape[:2], *ctx.spatial), ctx.routes), None, None
+        return _CrossScan.apply(grad.reshape(*grad.shape[:2], *ctx.spatial), ctx.routes), None, None
 
 
 def cross_scan_triton(x: torch.Tensor, routes) -> torch.Tensor:
