@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
 
+from medmamba.datasets.nnunet_raw import nnunet_dataset_name, write_dataset_json, write_sitk
 from medmamba.io_utils import atomic_dir
 
 CLASS_NAMES = ("round", "elongated", "ring", "spots")
@@ -187,37 +187,6 @@ def restoration_pair(shape=(64, 64), degradation: str = "gaussian", seed: int = 
 
 # ----------------------------------------------------------------------------------------------------------------
 # writers
-
-
-def nnunet_dataset_name(dataset_id: int, name: str) -> str:
-    if not 1 <= int(dataset_id) <= 999:
-        raise ValueError(f"nnU-Net dataset ids are 1..999, got {dataset_id}")
-    return f"Dataset{int(dataset_id):03d}_{name}"
-
-
-def write_dataset_json(folder: Path, channel_names: dict, labels: dict, num_training: int, file_ending: str,
-                       **extra) -> None:
-    content = {
-        "channel_names": {str(k): v for k, v in channel_names.items()},
-        "labels": labels,
-        "numTraining": int(num_training),
-        "file_ending": file_ending,
-        **extra,
-    }
-    (Path(folder) / "dataset.json").write_text(json.dumps(content, indent=2))
-
-
-def write_sitk(array: np.ndarray, path: os.PathLike, spacing: Sequence[float], origin=None, direction=None) -> None:
-    """Write a numpy-ordered array with numpy-ordered ``spacing`` through SimpleITK."""
-    import SimpleITK as sitk
-
-    img = sitk.GetImageFromArray(array)
-    img.SetSpacing([float(s) for s in reversed(spacing)])
-    if origin is not None:
-        img.SetOrigin(origin)
-    if direction is not None:
-        img.SetDirection(direction)
-    sitk.WriteImage(img, str(path), useCompression=True)
 
 
 def write_nnunet_phantom_3d(raw_root, dataset_id: int, name: str = "Phantom", n_cases: int = 3,
