@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-_ROUTE_BITS = 5  # (literal in the kernels) innermost axis (2 bits), middle axis (2 bits), reverse (1 bit), padded-3D axes
+_ROUTE_BITS = 5  # per route: innermost axis (2 bits), middle axis (2 bits), reverse (1 bit); the kernels spell out 5
 _ROW_MAJOR = tl.constexpr(6)  # route code of (0, 1, 2) forward: inner axis 2, middle axis 1
 _MAX_ROUTES_PER_LAUNCH = 12  # keeps the packed route code within 60 bits
 _TILE_ELEMENTS = 4096
@@ -101,7 +101,6 @@ def _cross_scan_kernel(x_ptr, out_ptr, stride_xb, stride_xc, C, S0, S1, S2, n_t1
 
 @triton.jit
 def _cross_merge_kernel(y_ptr, out_ptr, stride_yb, stride_yk, stride_yc, C, S0, S1, S2, n_t1, n_t2, n_tiles,
-                        K_FIRST,
                         ROUTES: tl.constexpr, K: tl.constexpr, ACCUMULATE: tl.constexpr, ACC_DTYPE: tl.constexpr,
                         T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr):
     pid = tl.program_id(0)
@@ -116,10 +115,11 @@ def _cross_merge_kernel(y_ptr, out_ptr, stride_yb, stride_yk, stride_yc, C, S0, 
         acc = tl.load(out_row + x_off, mask=mask).to(ACC_DTYPE)
     else:
         acc = tl.zeros((T0, T1, T2), dtype=ACC_DTYPE)
+    y_row = y_ptr + b.to(tl.int64) * stride_yb + c.to(tl.int64) * stride_yc
     for k in tl.static_range(K):
-        y_row = y_ptr + b.to(tl.int64) * stride_yb + (K_FIRST + k) * stride_yk + c.to(tl.int64) * stride_yc
         acc += _gather_route((ROUTES >> (5 * k)) & 31, y_row, mask, pid_tile, n_t1, n_t2, S0, S1, S2,
                              T0, T1, T2).to(ACC_DTYPE)
+        y_row += stride_yk  # stepping keeps k * stride out of 32-bit products
     tl.store(out_row + x_off, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -155,6 +155,8 @@ def _rows_contiguous(t: torch.Tensor, lead: int) -> torch.Tensor:
 
 def _launches(routes, spatial: tuple[int, ...]):
     """Grid geometry and, per launch of at most _MAX_ROUTES_PER_LAUNCH routes, its first route and packed code."""
+    if math.prod(spatial) >= 2**31:
+        raise ValueError(f"cross-scan triton: spatial size {spatial} has 2**31 or more positions per channel")
     spatial3 = (1,) * (3 - len(spatial)) + tuple(spatial)
     tile = _tile_shape(spatial3)
     n_t = [triton.cdiv(s, t) for s, t in zip(spatial3, tile)]
@@ -184,16 +186,18 @@ def _scan(x: torch.Tensor, routes) -> torch.Tensor:
 def _merge(y: torch.Tensor, routes, spatial: tuple[int, ...]) -> torch.Tensor:
     y = _rows_contiguous(y, 3)
     b, _, c, length = y.shape
-    out = y.new_empty(b, c, length)
+    g, chunks = _launches(routes, spatial)
+    acc_dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
+    # several launches accumulate through `out`: keep it in the accumulation dtype until the last one
+    out = y.new_empty(b, c, length, dtype=acc_dtype if len(chunks) > 1 else y.dtype)
     if out.numel():
-        g, chunks = _launches(routes, spatial)
-        acc_dtype = tl.float64 if y.dtype == torch.float64 else tl.float32
         for first, k, code in chunks:
             _cross_merge_kernel[(b * c * g["n_tiles"],)](
-                y, out, y.stride(0), y.stride(1), y.stride(2), c, *g["S"], g["n_t1"], g["n_t2"], g["n_tiles"], first,
-                ROUTES=code, K=k, ACCUMULATE=first > 0, ACC_DTYPE=acc_dtype,
+                y[:, first:], out, y.stride(0), y.stride(1), y.stride(2), c, *g["S"], g["n_t1"], g["n_t2"],
+                g["n_tiles"], ROUTES=code, K=k, ACCUMULATE=first > 0,
+                ACC_DTYPE=tl.float64 if acc_dtype == torch.float64 else tl.float32,
                 T0=g["tile"][0], T1=g["tile"][1], T2=g["tile"][2], num_warps=g["num_warps"])
-    return out
+    return out.to(y.dtype)
 
 
 class _CrossScan(torch.autograd.Function):

@@ -182,6 +182,10 @@ TRITON_SCRIPT = textwrap.dedent("""
         assert merged.dtype == dtype
         ref = merge_ref(y.double().numpy(), ROUTES_3D, (3, 5, 4))
         np.testing.assert_allclose(merged.double().numpy(), ref, rtol=torch.finfo(dtype).eps, atol=1e-6)
+        y = torch.randn(1, len(many), 2, 3, 2, 5, generator=gen).to(dtype)  # two launches, one rounding
+        np.testing.assert_allclose(cross_merge(y, many, backend="triton").double().numpy(),
+                                   merge_ref(y.double().numpy(), many, (3, 2, 5)),
+                                   rtol=torch.finfo(dtype).eps, atol=1e-6)
         print("ok", dtype)
     # strided rows: a channel slice (one MHS-VM head) and a route slice are read in place; a transposed map is copied
     x = torch.randn(2, 6, 5, 7, dtype=torch.float64, generator=gen)
