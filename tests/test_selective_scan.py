@@ -197,3 +197,35 @@ def test_bad_backend_and_triton_without_cuda(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
         selective_scan(**inputs, backend="triton")
+
+
+def test_triton_backend_under_interpreter():
+    """Runs tests/triton_interp_selective_scan.py with TRITON_INTERPRET=1 in a fresh interpreter process."""
+    script = Path(__file__).with_name("triton_interp_selective_scan.py")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                           str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+
+
+def test_triton_kernels_compile_for_hopper():
+    """The interpreter accepts code the compiler rejects: compile both kernels for sm_90 (no GPU needed) with the
+    default tiles, every option on, bf16 inputs."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from medmamba.kernels import selective_scan_triton as kernels
+
+    fp32_buffers = {"A_ptr", "D_ptr", "bias_ptr", "last_ptr", "ckpt_ptr", "dlast_ptr", "du_ptr", "ddelta_ptr",
+                    "dz_ptr", "dB_ptr", "dC_ptr", "dA_ptr", "dD_ptr"}
+    for kernel in (kernels._fwd_kernel, kernels._bwd_kernel):
+        constants = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=True,
+                         BLOCK_D=kernels.BLOCK_D, BLOCK_N=16, BLOCK_T=kernels.BLOCK_T)
+        names = kernel.arg_names
+        signature = {n: "constexpr" if n in constants else
+                     (("*fp32" if n in fp32_buffers else "*bf16") if n.endswith("_ptr") else "i32") for n in names}
+        source = ASTSource(fn=kernel, signature=signature,
+                           constexprs={(names.index(n),): v for n, v in constants.items() if n in names})
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+        assert "st.global" in compiled.asm["ptx"]
