@@ -4,6 +4,8 @@ A route flattens the spatial axes in `order` (outermost first) and optionally re
 `cross_merge` is the exact adjoint of `cross_scan`: each route's sequence is un-permuted and the routes are summed,
 so <cross_scan(x), y> == <x, cross_merge(y)>. On CUDA a fused Triton kernel does each in one pass
 (`cross_scan_triton`); elsewhere the torch path below (permute / flip / flatten) is used. Both are differentiable.
+Multi-head scans (MHS-VM) call `cross_scan(x[:, head_channels], head_routes)` per head: the Triton path reads such a
+channel slice in place.
 """
 from __future__ import annotations
 

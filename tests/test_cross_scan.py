@@ -219,7 +219,7 @@ def test_triton_kernels_under_interpreter():
 
 def test_triton_kernels_compile_for_hopper():
     """The interpreter accepts things the compiler rejects: compile both kernels for sm_90 (no GPU needed)."""
-    triton = pytest.importorskip("triton")
+    import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
