@@ -195,3 +195,114 @@ def profile_model(
         warmup=warmup,
     )
     return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sweeps over input sizes (``medmamba evaluate efficiency``), with nnU-Net and MONAI reference networks
+
+BASELINES = ("plainconvunet", "swinunetr")
+
+
+def build_baseline(name: str, dims: int, in_channels: int, out_channels: int) -> nn.Module:
+    """Reference networks at fixed, documented configurations (the lines every plot is compared against).
+
+    - ``plainconvunet``: nnU-Net's PlainConvUNet (dynamic_network_architectures) as nnU-Net plans it for a
+      mid-sized patch: 5 stages, features 32-64-128-256-320 (3D) or 32-64-128-256-512 (2D), 3x3(x3) kernels,
+      2 convs per stage, instance norm, leaky ReLU; input edges must be multiples of 16.
+    - ``swinunetr``: MONAI's SwinUNETR with ``feature_size=48`` (the published BTCV configuration);
+      input edges must be multiples of 32.
+    """
+    if name == "plainconvunet":
+        from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+        conv = nn.Conv3d if dims == 3 else nn.Conv2d
+        norm = nn.InstanceNorm3d if dims == 3 else nn.InstanceNorm2d
+        features = [32, 64, 128, 256, 320] if dims == 3 else [32, 64, 128, 256, 512]
+        return PlainConvUNet(in_channels, 5, features, conv, 3, [1, 2, 2, 2, 2], 2, out_channels, 2,
+                             conv_bias=True, norm_op=norm, norm_op_kwargs={"eps": 1e-5, "affine": True},
+                             nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True})
+    if name == "swinunetr":
+        from monai.networks.nets import SwinUNETR
+
+        return SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=48, spatial_dims=dims)
+    raise ValueError(name)
+
+
+def run_sweep(models: list[str], sizes: list[int], dims: int = 3, device: str = "cpu", batch: int = 1,
+              in_channels: int = 1, out_channels: int = 2, preset: str | None = None, repeats: int = 5,
+              warmup: int = 1, baselines: bool = True, progress: bool = True) -> dict[str, Any]:
+    """:func:`profile_model` for every model at every cubic (square) input edge in ``sizes``.
+
+    A model that cannot run at a size (e.g. an edge its downsampling cannot divide) gets a row with ``error``.
+    """
+    from tqdm import tqdm
+
+    import medmamba
+    from medmamba.errors import MedMambaError
+
+    names = list(dict.fromkeys(models + (list(BASELINES) if baselines else [])))
+    known = set(medmamba.list_models())
+    unknown = [n for n in names if n not in known and n not in BASELINES]
+    if unknown:
+        raise MedMambaError(f"unknown model(s) {', '.join(unknown)}; registered: {', '.join(sorted(known))}, "
+                            f"baselines: {', '.join(BASELINES)}")
+    if not sizes or min(sizes) < 1:
+        raise MedMambaError(f"--sizes {sizes}: need positive input edges")
+    rows = []
+    for name in tqdm(names, desc="efficiency", disable=not progress):
+        try:
+            if name in BASELINES and name not in known:
+                model = build_baseline(name, dims, in_channels, out_channels)
+            else:
+                model = medmamba.create_model(name, spatial_dims=dims, in_channels=in_channels,
+                                              out_channels=out_channels, preset=preset)
+        except (ValueError, TypeError, KeyError) as err:
+            raise MedMambaError(f"model {name}: cannot build it for {dims}D ({err})") from None
+        for size in sorted(sizes):
+            shape = (batch, in_channels, *([size] * dims))
+            row: dict[str, Any] = {"model": name, "baseline": name in BASELINES, "size": size,
+                                   "voxels": size**dims}
+            try:
+                row.update(profile_model(model, shape, device=device, repeats=repeats, warmup=warmup))
+            except (RuntimeError, ValueError, AssertionError) as err:
+                row.update(error=str(err).strip().splitlines()[0][:300], input_shape=list(shape))
+            rows.append(row)
+    meta = {"dims": dims, "device": device, "batch": batch, "in_channels": in_channels,
+            "out_channels": out_channels, "preset": preset, "repeats": repeats, "warmup": warmup,
+            "torch": torch.__version__, "flops_convention": "2 FLOPs per multiply-add; selective scans included",
+            "latency": "median ms of the repeats", "memory": "peak bytes beyond weights and input (see memory_method)"}
+    return {"task": "efficiency", "results": rows, "meta": meta}
+
+
+def write_sweep_outputs(result: dict[str, Any], out_dir) -> None:
+    """efficiency.json, efficiency.csv and efficiency.png (log-log: FLOPs, latency, memory against voxels)."""
+    from pathlib import Path
+
+    from medmamba.evaluation import report
+    from medmamba.io_utils import atomic_dir
+
+    rows = result["results"]
+    plt = report.pyplot()
+    panels = (("flops", "GFLOPs", 1e-9), ("latency_ms", "latency (ms)", 1.0), ("peak_memory_mb", "peak memory (MiB)", 1.0))
+    with atomic_dir(Path(out_dir)) as tmp:
+        report.write_json(tmp / "efficiency.json", result)
+        columns = ["model", "baseline", "size", "voxels", "params", "flops", "flops_scan", "scan_calls", "latency_ms",
+                   "peak_memory_mb", "memory_method", "device", "error"]
+        report.write_csv(tmp / "efficiency.csv", rows, columns)
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+        for ax, (key, label, scale) in zip(axes, panels):
+            for name in dict.fromkeys(r["model"] for r in rows):
+                ok = [r for r in rows if r["model"] == name and "error" not in r and r.get(key)]
+                if not ok:
+                    continue
+                style = "--" if ok[0]["baseline"] else "-o"
+                ax.loglog([r["voxels"] for r in ok], [r[key] * scale for r in ok], style,
+                          label=f"{name} ({ok[0]['params'] / 1e6:.2f} M)")
+            ax.set_xlabel("input voxels" if result["meta"]["dims"] == 3 else "input pixels")
+            ax.set_ylabel(label)
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"{result['meta']['dims']}D, batch {result['meta']['batch']}, {result['meta']['device']}")
+        fig.tight_layout()
+        fig.savefig(tmp / "efficiency.png", dpi=100)
+        plt.close(fig)

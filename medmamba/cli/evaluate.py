@@ -36,7 +36,7 @@ def _restore(args) -> int:
 
 
 def _efficiency(args) -> int:
-    from medmamba.evaluation.efficiency_sweep import run_sweep, write_sweep_outputs
+    from medmamba.evaluation.efficiency import run_sweep, write_sweep_outputs
 
     result = run_sweep(args.models, args.sizes, dims=args.dims, device=args.device, batch=args.batch,
                        in_channels=args.in_channels, out_channels=args.out_channels, preset=args.preset,
