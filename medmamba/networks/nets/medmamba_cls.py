@@ -1,0 +1,122 @@
+"""MedMamba (Yue & Li, arXiv 2403.03849): a hierarchical classifier of SS-Conv-SSM blocks, 2D and 3D.
+
+Patch embedding (stride 4) -> 4 stages of SS-Conv-SSM blocks with patch merging between them (resolution / 2,
+channels x 2) -> global average pooling -> linear head. In 3D the cross-scan has 6 routes instead of 4.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from medmamba.networks.blocks.patch import PatchEmbed, PatchMerging
+from medmamba.networks.blocks.ss_conv_ssm import SSConvSSM
+from medmamba.registry import Paper, ReportedResult, register_model
+
+
+class MedMambaClassifier(nn.Module):
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 3,
+        out_channels: int = 2,
+        depths: Sequence[int] = (2, 2, 4, 2),
+        dims: Sequence[int] | int = 96,
+        d_state: int = 16,
+        patch_size: int = 4,
+        drop_path_rate: float = 0.1,
+    ):
+        super().__init__()
+        dims = [dims * 2**i for i in range(len(depths))] if isinstance(dims, int) else list(dims)
+        if len(dims) != len(depths):
+            raise ValueError(f"dims {dims} and depths {list(depths)} need one value per stage")
+        self.patch_embed = PatchEmbed(spatial_dims, in_channels, dims[0], patch_size)
+        total = sum(depths)
+        rates = [drop_path_rate * i / max(1, total - 1) for i in range(total)]
+        stages = []
+        for i, (depth, dim) in enumerate(zip(depths, dims)):
+            start = sum(depths[:i])
+            blocks = [SSConvSSM(dim, spatial_dims, d_state, rates[start + j]) for j in range(depth)]
+            if i < len(depths) - 1:
+                blocks.append(PatchMerging(spatial_dims, dim, dims[i + 1]))
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Linear(dims[-1], out_channels)
+        self.apply(_init_weights)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *spatial) -> pooled features (B, dims[-1])."""
+        x = self.stages(self.patch_embed(x))
+        return x.flatten(1, -2).mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+_PAPER = Paper(
+    title="MedMamba: Vision Mamba for Medical Image Classification",
+    venue="arXiv preprint",
+    year=2024,
+    arxiv="2403.03849",
+)
+_CODE = "https://github.com/YubiaoYue/MedMamba"
+_COMMON = dict(
+    task="classification",
+    spatial_dims=(2, 3),
+    family="hybrid with CNN",
+    scan="4-route cross-scan (2D) / 6-route (3D), on half the channels beside a conv branch",
+    paper=_PAPER,
+    code_url=_CODE,
+    reference_input={2: (3, 224, 224), 3: (1, 64, 64, 64)},
+    notes="3D is our extension (SS3D with 6 routes, Conv3d branch); the paper is 2D.",
+)
+_TINY = {"depths": (1, 1), "dims": 16, "d_state": 4}
+
+
+@register_model(
+    **_COMMON,
+    reported=(
+        ReportedResult("PAD-UFES-20 (6 classes)", "AUC", 0.808),
+        ReportedResult("Fetal-Planes-DB (6 classes)", "overall accuracy %", 94.0),
+        ReportedResult("Kvasir (8 classes)", "overall accuracy %", 78.8),
+    ),
+    # MedMamba-T on PAD-UFES-20 (6-class head, 224^2 RGB), as quoted by the survey arXiv 2410.02362, sec. 3.5.2.
+    paper_params_m=14.5,
+    presets={"paper": {"depths": (2, 2, 4, 2), "dims": 96, "out_channels": 6}, "tiny": _TINY},
+)
+def medmamba_t(spatial_dims: int = 2, in_channels: int = 3, out_channels: int = 2, **kwargs) -> MedMambaClassifier:
+    """MedMamba-T: depths (2, 2, 4, 2), widths 96-768 (the official code's default)."""
+    kwargs = {"depths": (2, 2, 4, 2), "dims": 96, **kwargs}
+    return MedMambaClassifier(spatial_dims, in_channels, out_channels, **kwargs)
+
+
+# MedMamba-S/B: the official code only ships T's configuration. Later papers tabulate S and B at 23.5M and 48.1M
+# (with T at 15.2M, i.e. T's count with a 1000-class head); the depths and widths below reproduce those counts.
+@register_model(
+    **_COMMON,
+    paper_params_m=23.5,
+    presets={"paper": {"depths": (2, 2, 12, 2), "dims": 96, "out_channels": 1000}, "tiny": _TINY},
+)
+def medmamba_s(spatial_dims: int = 2, in_channels: int = 3, out_channels: int = 2, **kwargs) -> MedMambaClassifier:
+    """MedMamba-S: depths (2, 2, 12, 2), widths 96-768."""
+    kwargs = {"depths": (2, 2, 12, 2), "dims": 96, **kwargs}
+    return MedMambaClassifier(spatial_dims, in_channels, out_channels, **kwargs)
+
+
+@register_model(
+    **_COMMON,
+    paper_params_m=48.1,
+    presets={"paper": {"depths": (2, 2, 16, 2), "dims": 128, "out_channels": 1000}, "tiny": _TINY},
+)
+def medmamba_b(spatial_dims: int = 2, in_channels: int = 3, out_channels: int = 2, **kwargs) -> MedMambaClassifier:
+    """MedMamba-B: depths (2, 2, 16, 2), widths 128-1024."""
+    kwargs = {"depths": (2, 2, 16, 2), "dims": 128, **kwargs}
+    return MedMambaClassifier(spatial_dims, in_channels, out_channels, **kwargs)
