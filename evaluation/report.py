@@ -95,14 +95,14 @@ def pyplot():
     return plt
 
 
-def box_plots(out_dir: Path, cases: Sequence[dict[str, Any]], metrics: Sequence[str], group_key: str,
+def box_plots(out_dir: Path, cases: Sequence[dict[str, Any]], metrics: Sequence[str], group_key: str | None,
               groups: Sequence[str], prefix: str = "boxplot") -> list[str]:
-    """One PNG per metric with a box per group (finite values only); returns the file names."""
+    """One PNG per metric with a box per group (finite values only; ``group_key=None``: one box, all cases)."""
     plt = pyplot()
     names = []
     for metric in metrics:
-        data = [[c[metric] for c in cases if c[group_key] == g and c[metric] is not None and math.isfinite(c[metric])]
-                for g in groups]
+        data = [[c[metric] for c in cases if (group_key is None or c[group_key] == g)
+                 and c[metric] is not None and math.isfinite(c[metric])] for g in groups]
         fig, ax = plt.subplots(figsize=(max(3.0, 1.2 * len(groups) + 1.5), 3.5))
         ax.boxplot([d if d else [math.nan] for d in data], showmeans=True)
         ax.set_xticks(range(1, len(groups) + 1), [f"{g}\n(n={len(d)})" for g, d in zip(groups, data)])
