@@ -18,3 +18,122 @@ def nnunet_env(tmp_path, monkeypatch):
         env[var] = str(folder)
     monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
     return os.environ.copy()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Session-wide nnU-Net data (built once per test run, shared by pytest-xdist workers through a file lock)
+
+NNUNET_TEST_TRAINERS = Path(__file__).parent / "nnunet_test_trainers"
+PHANTOM_DATASET_ID = 901
+PHANTOM_DATASET_NAME = "Dataset901_Phantom"
+
+
+def _session_root(tmp_path_factory) -> Path:
+    """A folder shared by all xdist workers of this run (the workers' base temps share a parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _build_once(tmp_path_factory, name: str, build) -> dict:
+    """``build(folder) -> dict`` (JSON-able) runs once per test run; other callers get its saved result."""
+    import json
+
+    from filelock import FileLock
+
+    root = _session_root(tmp_path_factory)
+    done = root / f"{name}.json"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            folder = root / name
+            folder.mkdir(exist_ok=True)
+            done.write_text(json.dumps(build(folder)))
+        return json.loads(done.read_text())
+
+
+def run_command(args, env, expect_rc=0, timeout=600):
+    """Run a console command the way a user would; on an unexpected exit code fail with its output."""
+    import subprocess
+
+    proc = subprocess.run([str(a) for a in args], env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != expect_rc:
+        pytest.fail(f"{' '.join(map(str, args))} exited {proc.returncode} (expected {expect_rc})\n"
+                    f"--- stdout (tail)\n{proc.stdout[-4000:]}\n--- stderr (tail)\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def nnunet_subprocess_env(folders: dict, **extra) -> dict:
+    """This process's environment with nnU-Net's folders set and, as a user might have it,
+    ``nnUNet_extTrainer`` listing only the tests' own trainer folder: medmamba's startup hook must add its own.
+    Small CPU settings: no data-augmentation workers, one export process, one thread."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    env.update(folders)
+    env.update(nnUNet_extTrainer=str(NNUNET_TEST_TRAINERS), nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1",
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def nnunet_phantom_preprocessed(tmp_path_factory) -> dict:
+    """A 5-case 3D phantom (20x32x32 voxels at 2.5x1x1 mm, labels 0..2) in nnU-Net raw format, planned and
+    preprocessed for ``2d`` and ``3d_fullres`` by ``nnUNetv2_plan_and_preprocess``; fold 0 validates on one case.
+
+    Returns a dict: ``dataset_id``, ``dataset_name``, ``folders`` (nnUNet_raw/preprocessed/results),
+    ``env`` (for subprocesses, see ``nnunet_subprocess_env``), ``raw_images`` (its imagesTr folder).
+    Do not write into it except under ``nnUNet_results/<dataset>/<your trainer>...``.
+    """
+
+    def build(folder: Path) -> dict:
+        from medmamba.datasets.phantom import write_nnunet_phantom_3d
+
+        folders = {var: str(folder / var) for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+        for path in folders.values():
+            Path(path).mkdir(exist_ok=True)
+        raw = write_nnunet_phantom_3d(folders["nnUNet_raw"], PHANTOM_DATASET_ID, "Phantom", n_cases=5,
+                                      shape=(20, 32, 32), spacing=(2.5, 1.0, 1.0), seed=0, num_labels=2)
+        env = nnunet_subprocess_env(folders)
+        run_command(["nnUNetv2_plan_and_preprocess", "-d", PHANTOM_DATASET_ID, "-c", "2d", "3d_fullres",
+                     "-np", "1", "--verify_dataset_integrity"], env)
+        # nnU-Net's own seeded 5-fold split, written now so that parallel trainings never race to write it.
+        from batchgenerators.utilities.file_and_folder_operations import save_json
+        from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+        cases = sorted(p.name[: -len("_0000.nii.gz")] for p in (raw / "imagesTr").iterdir())
+        save_json(generate_crossval_split(cases, seed=12345, n_splits=5),
+                  str(Path(folders["nnUNet_preprocessed"], PHANTOM_DATASET_NAME, "splits_final.json")))
+        return {"dataset_id": PHANTOM_DATASET_ID, "dataset_name": PHANTOM_DATASET_NAME, "folders": folders,
+                "env": env, "raw_images": str(raw / "imagesTr")}
+
+    return _build_once(tmp_path_factory, "nnunet_phantom", build)
+
+
+@pytest.fixture(scope="session")
+def trained_mhsvm_results(tmp_path_factory, nnunet_phantom_preprocessed) -> dict:
+    """``MHSVMTrainer`` trained by ``nnUNetv2_train`` on ``nnunet_phantom_preprocessed``, 3d_fullres fold 0:
+    two tiny epochs (test variant ``MHSVMTrainer_tiny2epochs``), interrupted after the first and resumed with
+    ``--c``. Its results folder is complete (checkpoint_final.pth, plans.json, dataset.json, ...), so it serves
+    ``nnUNetv2_predict -d ... -tr ... -c 3d_fullres -f 0`` and exports.
+
+    Returns the ``nnunet_phantom_preprocessed`` dict plus ``trainer``, ``configuration``, ``plans``, ``fold``,
+    ``results_folder`` (``nnUNet_results/<dataset>/<trainer>__nnUNetPlans__3d_fullres``) and ``interrupted``
+    (what the interrupted run left: ``files`` in fold_0 and the ``checkpoint_latest.pth`` epoch).
+    """
+
+    def build(folder: Path) -> dict:
+        import torch
+
+        data = nnunet_phantom_preprocessed
+        trainer, configuration = "MHSVMTrainer_tiny2epochs", "3d_fullres"
+        command = ["nnUNetv2_train", data["dataset_id"], configuration, "0", "-tr", trainer, "-device", "cpu"]
+        run_command(command, {**data["env"], "MEDMAMBA_TEST_STOP_AFTER_EPOCH": "0"}, expect_rc=3)
+        results = Path(data["folders"]["nnUNet_results"], data["dataset_name"],
+                       f"{trainer}__nnUNetPlans__{configuration}")
+        latest = torch.load(results / "fold_0" / "checkpoint_latest.pth", map_location="cpu", weights_only=True)
+        interrupted = {"files": sorted(p.name for p in (results / "fold_0").iterdir()),
+                       "latest_epoch": latest["current_epoch"]}
+        run_command(command + ["--c"], data["env"])
+        return {**data, "trainer": trainer, "configuration": configuration, "plans": "nnUNetPlans", "fold": 0,
+                "results_folder": str(results), "interrupted": interrupted}
+
+    return _build_once(tmp_path_factory, "trained_mhsvm", build)
