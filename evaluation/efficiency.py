@@ -208,9 +208,9 @@ def build_baseline(name: str, dims: int, in_channels: int, out_channels: int) ->
 
     - ``plainconvunet``: nnU-Net's PlainConvUNet (dynamic_network_architectures) as nnU-Net plans it for a
       mid-sized patch: 5 stages, features 32-64-128-256-320 (3D) or 32-64-128-256-512 (2D), 3x3(x3) kernels,
-      2 convs per stage, instance norm, leaky ReLU; input edges must be multiples of 16.
+      2 convs per stage, instance norm, leaky ReLU; input edges must be multiples of 16 and at least 32.
     - ``swinunetr``: MONAI's SwinUNETR with ``feature_size=48`` (the published BTCV configuration);
-      input edges must be multiples of 32.
+      input edges must be multiples of 32 and at least 64 (its instance norms need a bottleneck above 1 voxel).
     """
     if name == "plainconvunet":
         from dynamic_network_architectures.architectures.unet import PlainConvUNet
@@ -261,7 +261,7 @@ def run_sweep(models: list[str], sizes: list[int], dims: int = 3, device: str = 
         for size in sorted(sizes):
             shape = (batch, in_channels, *([size] * dims))
             row: dict[str, Any] = {"model": name, "baseline": name in BASELINES, "size": size,
-                                   "voxels": size**dims}
+                                   "voxels": size**dims, "params": count_parameters(model)}
             try:
                 row.update(profile_model(model, shape, device=device, repeats=repeats, warmup=warmup))
             except (RuntimeError, ValueError, AssertionError) as err:
@@ -295,7 +295,7 @@ def write_sweep_outputs(result: dict[str, Any], out_dir) -> None:
                 ok = [r for r in rows if r["model"] == name and "error" not in r and r.get(key)]
                 if not ok:
                     continue
-                style = "--" if ok[0]["baseline"] else "-o"
+                style = "--s" if ok[0]["baseline"] else "-o"
                 ax.loglog([r["voxels"] for r in ok], [r[key] * scale for r in ok], style,
                           label=f"{name} ({ok[0]['params'] / 1e6:.2f} M)")
             ax.set_xlabel("input voxels" if result["meta"]["dims"] == 3 else "input pixels")

@@ -11,7 +11,7 @@ from medmamba.datasets.nnunet_raw import write_sitk
 from medmamba.evaluation.restoration import evaluate_restoration
 
 
-def make_pairs(root, shapes, rng):
+def make_pairs(root, shapes, rng, endings=None):
     (root / "pred").mkdir()
     (root / "ref").mkdir()
     pairs = {}
@@ -19,8 +19,9 @@ def make_pairs(root, shapes, rng):
         ref = (rng.random(shape) * 100 - 20).astype(np.float32)
         pred = (ref + rng.normal(scale=5 + i, size=shape)).astype(np.float32)
         spacing = (2.5,) + (0.8,) * (len(shape) - 1)
-        write_sitk(ref, root / "ref" / f"case_{i}.nii.gz", spacing)
-        write_sitk(pred, root / "pred" / f"case_{i}.nii.gz", spacing)
+        ending = endings[i] if endings else ".nii.gz"
+        write_sitk(ref, root / "ref" / f"case_{i}{ending}", spacing)
+        write_sitk(pred, root / "pred" / f"case_{i}{ending}", spacing)
         pairs[f"case_{i}"] = (pred.astype(np.float64), ref.astype(np.float64))
     return pairs
 
@@ -31,7 +32,8 @@ def skimage_ssim(pred, ref, data_range):
 
 
 def test_2d_and_3d_match_skimage(tmp_path):
-    pairs = make_pairs(tmp_path, [(24, 30), (12, 16, 14), (1, 20, 22)], np.random.default_rng(0))
+    pairs = make_pairs(tmp_path, [(24, 30), (12, 16, 14), (1, 20, 22)], np.random.default_rng(0),
+                       [".nii.gz", ".mha", ".nrrd"])
     result = evaluate_restoration(tmp_path / "pred", tmp_path / "ref", progress=False)
     assert [c["dims"] for c in result["cases"]] == [2, 3, 2]
     for row in result["cases"]:
