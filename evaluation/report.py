@@ -77,13 +77,18 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def summary_table(summary: dict[str, dict[str, dict[str, Any]]], metrics: Sequence[str], group: str) -> str:
-    """Markdown: one row per (group, metric) with mean +- std, median and counts."""
-    rows = []
-    for name, per_metric in summary.items():
-        for metric in metrics:
-            s = per_metric[metric]
-            rows.append((name, metric, s["mean"], s["std"], s["median"], s["n"], s["n_nan"]))
-    return markdown_table([group, "metric", "mean", "std", "median", "n", "n_nan"], rows)
+    """Markdown: a row per group, a column per metric, cells "mean ± std (median m, n finite / n_nan NaN)"."""
+
+    def cell(s: dict[str, Any]) -> str:
+        if not s["n"]:
+            return f"n/a ({s['n_nan']} NaN)"
+        nan = f", {s['n_nan']} NaN" if s["n_nan"] else ""
+        return f"{fmt(s['mean'])} ± {fmt(s['std'])} (median {fmt(s['median'])}, n={s['n']}{nan})"
+
+    lines = ["| " + " | ".join([group, *metrics]) + " |", "|" + "---|" * (len(metrics) + 1)]
+    lines += ["| " + " | ".join([name, *(cell(per_metric[m]) for m in metrics)]) + " |"
+              for name, per_metric in summary.items()]
+    return "\n".join(lines)
 
 
 def pyplot():

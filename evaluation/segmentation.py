@@ -217,7 +217,8 @@ def write_segmentation_outputs(result: dict[str, Any], out_dir) -> Path:
             "",
             "Means leave out NaN values (`n_nan`): Dice/IoU/distances are NaN when reference and prediction are "
             "both empty; HD95/ASSD are NaN when exactly one is empty (NSD is then 0).", "",
-            f"Pairs with empty reference and prediction: {meta['both_empty']}", "",
+            "Pairs with empty reference and prediction: "
+            + ", ".join(f"{name} {n}" for name, n in meta["both_empty"].items()), "",
             "## Summary", "", report.summary_table(result["summary"], METRICS, "label"), "",
             "## Figures", "", *[f"![{name}]({name})" for name in figures], "",
         ]
