@@ -1,0 +1,104 @@
+"""Mamba (S6) mixer over a token sequence, with a depthwise causal conv1d (no causal_conv1d package)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from medmamba.networks.blocks.scan import Route, cross_merge, cross_scan
+from medmamba.networks.blocks.ssm import RouteSSM, dt_rank_for
+
+
+class MambaMixer(nn.Module):
+    """Mamba mixer on (B, L, dim) tokens.
+
+    Directions: one forward scan (Mamba / U-Mamba), forward + backward (``bidirectional=True``, Vim), or any
+    cross-scan ``routes`` over the token grid (then ``forward`` needs ``spatial_shape``; SegMamba's
+    tri-orientated scan). Each direction has its own conv1d and S6 parameters; outputs are averaged.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        bidirectional: bool = False,
+        routes: Sequence[Route] | None = None,
+        bias: bool = False,
+        conv_bias: bool = True,
+    ):
+        super().__init__()
+        if routes is not None and bidirectional:
+            raise ValueError("give routes or bidirectional=True, not both")
+        self.routes = list(routes) if routes is not None else None
+        self.bidirectional = bidirectional
+        k = len(self.routes) if self.routes is not None else 1 + bidirectional
+        d_inner = expand * dim
+        self.d_inner, self.num_directions = d_inner, k
+        self.in_proj = nn.Linear(dim, 2 * d_inner, bias=bias)
+        self.conv1d = nn.Conv1d(k * d_inner, k * d_inner, d_conv, groups=k * d_inner, padding=d_conv - 1, bias=conv_bias)
+        self.ssm = RouteSSM(d_inner, k, d_state, dt_rank_for(dim, dt_rank))
+        self.out_proj = nn.Linear(d_inner, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor, spatial_shape: Sequence[int] | None = None) -> torch.Tensor:
+        b, length, _ = x.shape
+        x, z = self.in_proj(x).chunk(2, dim=-1)
+        x = x.transpose(1, 2)  # (B, D, L)
+        if self.routes is not None:
+            if spatial_shape is None:
+                raise ValueError("MambaMixer with routes needs spatial_shape")
+            xs = cross_scan(x.reshape(b, self.d_inner, *spatial_shape), self.routes)
+        elif self.bidirectional:
+            xs = torch.stack([x, x.flip(-1)], dim=1)
+        else:
+            xs = x[:, None]
+        xs = F.silu(self.conv1d(xs.flatten(1, 2))[..., :length]).view_as(xs)
+        ys = self.ssm(xs)
+        if self.routes is not None:
+            y = cross_merge(ys.reshape(b, self.num_directions, self.d_inner, *spatial_shape), self.routes)
+        elif self.bidirectional:
+            y = ys[:, 0] + ys[:, 1].flip(-1)
+        else:
+            y = ys[:, 0]
+        y = y.reshape(b, self.d_inner, length).transpose(1, 2) / self.num_directions
+        return self.out_proj(y * F.silu(z))
+
+
+class MambaLayer(nn.Module):
+    """Pre-norm residual Mamba layer on a channels-first feature map (B, C, *spatial): U-Mamba's and
+    LightM-UNet's way of running a Mamba mixer over all voxels of a CNN feature map."""
+
+    def __init__(self, dim: int, **mixer_kwargs):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.mixer = MambaMixer(dim, **mixer_kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spatial = x.shape[2:]
+        tokens = x.flatten(2).transpose(1, 2)
+        tokens = tokens + self.mixer(self.norm(tokens), spatial_shape=spatial)
+        return tokens.transpose(1, 2).reshape(x.shape)
+
+
+class ResidualVisionMambaLayer(nn.Module):
+    """LightM-UNet's RVM layer on a channels-first map: ``proj(norm(mamba(norm(x)) + s * norm(x)))`` with a
+    learnable scale ``s`` on the residual and a linear projection to ``out_dim``."""
+
+    def __init__(self, dim: int, out_dim: int | None = None, **mixer_kwargs):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.mixer = MambaMixer(dim, **mixer_kwargs)
+        self.skip_scale = nn.Parameter(torch.ones(1))
+        self.out_norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, out_dim or dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, *spatial = x.shape
+        tokens = self.norm(x.flatten(2).transpose(1, 2))
+        tokens = self.mixer(tokens, spatial_shape=spatial) + self.skip_scale * tokens
+        tokens = self.proj(self.out_norm(tokens))
+        return tokens.transpose(1, 2).reshape(b, -1, *spatial)
