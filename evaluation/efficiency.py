@@ -173,7 +173,8 @@ def profile_model(
 
     Returns ``params``, ``flops`` (2 per multiply-add, scans included), ``flops_scan``, ``scan_calls``,
     ``latency_ms`` (median), ``latency_ms_min``, ``latency_ms_max``, ``peak_memory_bytes``, ``peak_memory_mb``,
-    ``memory_method``, ``device``, ``input_shape``, ``repeats`` and ``warmup``.
+    ``memory_method``, ``device``, ``threads`` (CPU threads torch used), ``dtype``, ``input_shape``, ``repeats``
+    and ``warmup``.
     """
     device = torch.device(device)
     model = model.to(device=device, dtype=dtype).eval()
@@ -190,6 +191,8 @@ def profile_model(
         peak_memory_mb=peak / 2**20,
         memory_method=method,
         device=str(device),
+        threads=torch.get_num_threads(),
+        dtype=str(dtype).removeprefix("torch."),
         input_shape=list(input_shape),
         repeats=repeats,
         warmup=warmup,
