@@ -204,3 +204,26 @@ def test_singleton_axis_is_dropped_for_distances(tmp_path):
     plain = label_metrics(pred2d, ref2d, (1.0, 1.5), 1.0)
     for key in ("hd95", "assd", "nsd", "dice"):
         assert flat[key] == pytest.approx(plain[key])
+
+
+def test_ignore_label_and_region_match_nnunet(folders, tmp_path):
+    """dataset.json with a region (list of values) and an ignore label: nnU-Net's compute_metrics per case."""
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    pred_dir, ref_dir, cases = folders
+    for case, (pred, ref) in cases.items():  # ignore label 3 over a slab of the reference
+        ref = ref.copy()
+        ref[:, :, :5] = 3
+        write_sitk(ref, ref_dir / f"{case}.nii.gz", SPACING)
+    ds = tmp_path / "dataset.json"
+    ds.write_text(json.dumps({"labels": {"background": 0, "organ": 1, "whole": [1, 2], "ignore": 3}}))
+    result = evaluate_segmentation(pred_dir, ref_dir, ds, progress=False)
+    assert result["meta"]["ignore_label"] == 3 and set(result["summary"]) == {"organ", "whole"}
+    for case in cases:
+        theirs = compute_metrics(str(ref_dir / f"{case}.nii.gz"), str(pred_dir / f"{case}.nii.gz"), SimpleITKIO(),
+                                 [1, (1, 2)], ignore_label=3)["metrics"]
+        for row in (r for r in result["cases"] if r["case"] == case):
+            ref_m = theirs[1 if row["label"] == "organ" else (1, 2)]
+            assert (row["tp"], row["fp"], row["fn"]) == (ref_m["TP"], ref_m["FP"], ref_m["FN"])
+            assert nan_equal(row["dice"], ref_m["Dice"], 1e-6)
