@@ -4,26 +4,29 @@ Within a chunk of T steps the recurrence h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_
 s_t = cumsum(dt)_t (chunk-local):
 
     h_t = exp(A s_t) h_0 + sum_{r<=t} exp(A (s_t - s_r)) B_r dt_r u_r
-        = P_t * (exp(A c) h_0 + cumsum_r(Q_r B_r dt_r u_r)),   P = exp(A (s - c)), Q = 1 / P,
+        = P_t * (exp(A c) h_0 + cumsum_r(Q_r B_r dt_r u_r)),   P = exp(A (s - c)), Q = exp(-A (s - c)),
 
-where c is the middle of the chunk's range of s, so P and Q stay within exp(+-RANGE_LIMIT / 2). A chunk whose
-|A| * range(s) exceeds RANGE_LIMIT is split in halves (down to single steps, where the formula is exact), so the
-result is always finite where the true recurrence is. The state is carried across chunks by a loop over chunks.
+where c is the middle of the chunk's range of s, so P and Q stay within exp(+-limit / 2). A chunk whose
+|A| * range(s) exceeds the limit (RANGE_LIMIT of the compute dtype) is split in halves (down to single steps,
+where the formula is exact), so the result is always finite where the true recurrence is. The state is carried across chunks by a loop over chunks.
 Inputs are expected already validated and normalised by `medmamba.kernels.selective_scan`.
 """
 import torch
 
 CHUNK_SIZE = 64
-RANGE_LIMIT = 80.0  # max |A| * (max s - min s) inside one chunk: P, Q <= exp(40)
+# max |A| * (max s - min s) inside one chunk: P, Q <= exp(limit / 2), leaving headroom below the dtype's overflow
+RANGE_LIMIT = {torch.float32: 160.0, torch.float64: 1000.0}
 
 
 def _scan_chunk(dt, x, A, B, C, h):
     """One chunk. dt, x=dt*u: (b, G, dg, T); A: (G, dg, N); B, C: (b, G, N, T); h: (b, G, dg, N) state before."""
     s = dt.cumsum(-1)
     center = ((s.amax(-1, keepdim=True) + s.amin(-1, keepdim=True)) / 2).detach()
-    P = ((s - center)[..., None, :] * A[..., None]).exp()
-    W = (B[:, :, None] * x[..., None, :]) * P.reciprocal()
-    H = P * (W.cumsum(-1) + (h * (A * center).exp())[..., None])
+    log_P = (s - center)[..., None, :] * A[..., None]
+    P = log_P.exp()
+    W = (B[:, :, None] * x[..., None, :]) * (-log_P).exp()  # not 1 / P: its gradient -1 / P^2 would overflow
+    W[..., 0] += h * (A * center).exp()  # the carried-in state enters with the first step
+    H = P * W.cumsum(-1)
     return (H * C[:, :, None]).sum(-2), H[..., -1]
 
 
@@ -38,7 +41,7 @@ def _scan_span(dt, x, A, B, C, h, A_absmax, span_range=None):
     T = dt.shape[-1]
     if span_range is None:
         span_range = _chunk_range(dt, A_absmax)
-    if span_range <= RANGE_LIMIT or T == 1:
+    if span_range <= RANGE_LIMIT[dt.dtype] or T == 1:
         y, h = _scan_chunk(dt, x, A, B, C, h)
         return [y], h
     half = T // 2
@@ -74,10 +77,10 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
 
     h = u_f.new_zeros(b, G, dg, N)
     ys = []
-    for i, start in enumerate(range(0, L, chunk_size)):
-        sl = slice(start, start + chunk_size)
-        y_parts, h = _scan_span(dt[..., sl], x[..., sl], A_g, B_f[..., sl], C_f[..., sl], h, A_absmax,
-                                span_range=ranges[i])
+    # split (not slicing) so that autograd's backward concatenates instead of scattering into full-size zeros
+    chunks = zip(*(t.split(chunk_size, -1) for t in (dt, x, B_f, C_f)))
+    for (dt_c, x_c, B_c, C_c), span_range in zip(chunks, ranges):
+        y_parts, h = _scan_span(dt_c, x_c, A_g, B_c, C_c, h, A_absmax, span_range=span_range)
         ys += y_parts
     y = torch.cat(ys, -1).reshape(b, d, L)
     if D is not None:

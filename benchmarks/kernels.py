@@ -1,0 +1,304 @@
+"""Selective-scan (and cross-scan) kernel benchmarks; every ratio is against a baseline timed in the same run.
+
+    python benchmarks/kernels.py [--device cpu|cuda] [--quick] [--threads N] [--peak-gbps X]
+
+writes benchmarks/results/kernels-<device>.json and kernels-<device>.png.
+- CPU: the chunked torch path against two per-step Python loops, at L in {256, 1024, 4096}, dim 192, N 16, batch 1,
+  forward and forward+backward. "loop_naive" computes each step as the recurrence reads (exp(dt A), dt B u, the
+  readout); "loop_precomputed" is mamba_ssm's `selective_scan_ref` style (exp(dt A) and dt B u for all steps up
+  front, only the state update and readout in the loop). Bar (issue 3): torch path >= 20x the per-step loop.
+- CUDA: Triton forward and forward+backward against the torch path and, when importable, mamba_ssm's
+  `selective_scan_fn` (comparison only, never a dependency); achieved bandwidth (minimum bytes moved / time) against
+  the GPU's peak; fp32 and bf16; L 1k..64k; dim 768 and 1536; N 16.
+The cross-scan benchmark (benchmarks/cross_scan_bench.py) is merged in under "cross_scan".
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from medmamba.io_utils import atomic_file
+from medmamba.kernels import selective_scan
+
+HERE = Path(__file__).resolve().parent
+BAR_CPU_SPEEDUP = 20.0
+BAR_GPU_PEAK_FRACTION = 0.70
+# DRAM peak in GB/s by device-name fragment (vendor data sheets); --peak-gbps overrides
+PEAK_GBPS = {"H200": 4800, "H100 PCIe": 2000, "H100": 3350, "A100-SXM4-80GB": 2039, "A100 80GB": 1935,
+             "A100": 1555, "L40S": 864, "A10": 600, "L4": 300, "RTX 4090": 1008, "RTX 3090": 936, "V100": 900}
+
+
+def _time_ms(fn, device: torch.device, repeats: int) -> float:
+    """Median milliseconds after warm-up (triton's do_bench on CUDA, wall clock on CPU)."""
+    if device.type == "cuda":
+        import triton.testing
+
+        return triton.testing.do_bench(fn, warmup=25, rep=repeats, return_mode="median")
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _inputs(batch, dim, L, N, dtype, device, requires_grad=False):
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def rnd(*shape, scale=1.0):
+        t = (torch.randn(*shape, generator=gen) * scale).to(device=device, dtype=dtype)
+        return t.requires_grad_(requires_grad)
+
+    # Mamba's initialisation: A = -(1..N) per channel (S4D-real), softplus(delta_bias) log-uniform in [1e-3, 1e-1]
+    A = -torch.arange(1, N + 1, dtype=torch.float32).repeat(dim, 1)
+    dt0 = torch.exp(torch.rand(dim, generator=gen) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+    delta_bias = dt0 + torch.log(-torch.expm1(-dt0))
+    return dict(u=rnd(batch, dim, L), delta=rnd(batch, dim, L, scale=0.5), A=A.to(device).requires_grad_(requires_grad),
+                B=rnd(batch, N, L), C=rnd(batch, N, L), D=rnd(dim), z=rnd(batch, dim, L),
+                delta_bias=delta_bias.to(device).requires_grad_(requires_grad))
+
+
+def _dt(delta, delta_bias):
+    return F.softplus(delta.float() + delta_bias.float()[:, None])
+
+
+def loop_naive(u, delta, A, B, C, D, z, delta_bias):
+    """Per-step loop, each step computed as the recurrence reads (unbind, so backward stays linear in L)."""
+    dt = _dt(delta, delta_bias)
+    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1], dtype=torch.float32)
+    ys = []
+    for dt_t, u_t, B_t, C_t in zip(dt.unbind(-1), u.float().unbind(-1), B.float().unbind(-1), C.float().unbind(-1)):
+        dt_t = dt_t[..., None]
+        h = torch.exp(dt_t * A) * h + dt_t * B_t[:, None] * u_t[..., None]
+        ys.append((h * C_t[:, None]).sum(-1))
+    y = torch.stack(ys, -1) + D.float()[:, None] * u.float()
+    return (y * F.silu(z.float())).to(z.dtype)
+
+
+def loop_precomputed(u, delta, A, B, C, D, z, delta_bias):
+    """mamba_ssm `selective_scan_ref` style: all exp(dt A) and dt B u up front, only the recurrence in the loop."""
+    dt = _dt(delta, delta_bias)
+    u, B, C = u.float(), B.float(), C.float()
+    decay = torch.exp(torch.einsum("bdl,dn->bdln", dt, A))
+    drive = torch.einsum("bdl,bnl,bdl->bdln", dt, B, u)
+    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for decay_t, drive_t, C_t in zip(decay.unbind(2), drive.unbind(2), C.unbind(-1)):
+        h = decay_t * h + drive_t
+        ys.append(torch.einsum("bdn,bn->bd", h, C_t))
+    y = torch.stack(ys, -1) + D.float()[:, None] * u
+    return (y * F.silu(z.float())).to(z.dtype)
+
+
+def _scan(backend):
+    return lambda **kw: selective_scan(**kw, delta_softplus=True, backend=backend)
+
+
+def _fwd_and_fwd_bwd(fn, inputs, device, repeats):
+    """(forward ms without autograd, forward+backward ms)."""
+    with torch.no_grad():
+        fwd = _time_ms(lambda: fn(**inputs), device, repeats)
+    leaves = {k: v.detach().requires_grad_() for k, v in inputs.items()}
+    grad_out = torch.randn_like(leaves["u"])
+
+    def fwd_bwd():
+        fn(**leaves).backward(grad_out)
+        for v in leaves.values():
+            v.grad = None
+
+    return fwd, _time_ms(fwd_bwd, device, repeats)
+
+
+def run_cpu(quick: bool) -> dict:
+    device = torch.device("cpu")
+    methods = {"torch": _scan("torch"), "loop_naive": loop_naive, "loop_precomputed": loop_precomputed}
+    repeats = 2 if quick else 3
+    cases = []
+    for L in tqdm((256, 1024, 4096), desc="cpu selective scan"):
+        inputs = _inputs(1, 192, L, 16, torch.float32, device)
+        with torch.no_grad():
+            ref = loop_naive(**inputs)
+            err = (methods["torch"](**inputs) - ref).abs().max().item() / ref.abs().max().item()
+        case = {"batch": 1, "dim": 192, "L": L, "N": 16, "dtype": "float32", "torch_vs_loop_max_rel_err": err}
+        for name, fn in methods.items():
+            case[f"{name}_fwd_ms"], case[f"{name}_fwd_bwd_ms"] = _fwd_and_fwd_bwd(fn, inputs, device, repeats)
+        for base in ("loop_naive", "loop_precomputed"):
+            for phase in ("fwd", "fwd_bwd"):
+                case[f"speedup_{phase}_vs_{base}"] = case[f"{base}_{phase}_ms"] / case[f"torch_{phase}_ms"]
+        cases.append(case)
+    worst = min(c["speedup_fwd_vs_loop_naive"] for c in cases)
+    worst_pre = min(c["speedup_fwd_vs_loop_precomputed"] for c in cases)
+    return {"cases": cases,
+            "bar": {"torch_fwd_speedup_vs_per_step_loop_at_least": BAR_CPU_SPEEDUP,
+                    "worst_vs_loop_naive": worst, "met_vs_loop_naive": worst >= BAR_CPU_SPEEDUP,
+                    "worst_vs_loop_precomputed": worst_pre, "met_vs_loop_precomputed": worst_pre >= BAR_CPU_SPEEDUP}}
+
+
+def _min_bytes(batch, dim, L, N, element_size) -> dict:
+    """Minimum DRAM traffic. fwd reads u, delta, z, B, C and writes out; bwd reads those plus dout and writes
+    du, ddelta, dz, dB, dC (chunk checkpoints and per-channel vectors are negligible)."""
+    seq, bc = batch * dim * L * element_size, batch * N * L * element_size
+    fwd = 4 * seq + 2 * bc
+    return {"fwd": fwd, "fwd_bwd": fwd + (4 * seq + 2 * bc) + (3 * seq + 2 * bc)}
+
+
+def _peak_gbps(name: str, override: float | None) -> float | None:
+    if override:
+        return override
+    return next((v for k, v in PEAK_GBPS.items() if k in name), None)
+
+
+def run_cuda(quick: bool, peak_override: float | None) -> dict:
+    device = torch.device("cuda")
+    name = torch.cuda.get_device_name(device)
+    peak = _peak_gbps(name, peak_override)
+    methods = {"triton": _scan("triton"), "torch": _scan("torch")}
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+        methods["mamba_ssm"] = lambda **kw: selective_scan_fn(**kw, delta_softplus=True)
+    except ImportError:
+        pass
+    lengths = (1024, 4096) if quick else (1024, 4096, 16384, 65536)
+    dims = (768,) if quick else (768, 1536)
+    repeats = 20 if quick else 100  # do_bench: milliseconds of repetition
+    torch_budget = 2 ** 27  # dim * N * L above this: the torch path's autograd would need tens of GB, skipped
+    cases = []
+    for dtype in tqdm((torch.float32, torch.bfloat16), desc="cuda selective scan"):
+        for dim in dims:
+            for L in lengths:
+                inputs = _inputs(1, dim, L, 16, dtype, device)
+                case = {"batch": 1, "dim": dim, "L": L, "N": 16, "dtype": str(dtype).split(".")[-1]}
+                for mname, fn in methods.items():
+                    if mname == "torch" and dim * 16 * L > torch_budget:
+                        case["torch_skipped"] = f"dim*N*L = {dim * 16 * L} > {torch_budget} (memory)"
+                        continue
+                    case[f"{mname}_fwd_ms"], case[f"{mname}_fwd_bwd_ms"] = _fwd_and_fwd_bwd(fn, inputs, device,
+                                                                                          repeats)
+                    torch.cuda.empty_cache()
+                for other in ("torch", "mamba_ssm"):
+                    for phase in ("fwd", "fwd_bwd"):
+                        if f"{other}_{phase}_ms" in case:
+                            case[f"speedup_{phase}_vs_{other}"] = case[f"{other}_{phase}_ms"] / case[f"triton_{phase}_ms"]
+                for phase, nbytes in _min_bytes(1, dim, L, 16, inputs["u"].element_size()).items():
+                    gbps = nbytes / case[f"triton_{phase}_ms"] / 1e6
+                    case[f"triton_{phase}_gb_per_s"] = gbps
+                    if peak:
+                        case[f"triton_{phase}_peak_fraction"] = gbps / peak
+                cases.append(case)
+                del inputs
+    result = {"cases": cases, "peak_gbps": peak, "mamba_ssm_compared": "mamba_ssm" in methods}
+    bar = {}
+    if "mamba_ssm" in methods:
+        worst = min(c["speedup_fwd_bwd_vs_mamba_ssm"] for c in cases)
+        bar.update(triton_fwd_bwd_vs_mamba_ssm_at_least=1.0, worst_vs_mamba_ssm=worst, met_vs_mamba_ssm=worst >= 1.0)
+    if peak:
+        best = max(c["triton_fwd_peak_fraction"] for c in cases)
+        bar.update(peak_fraction_at_least=BAR_GPU_PEAK_FRACTION, best_fwd_peak_fraction=best,
+                   met_peak_fraction=best >= BAR_GPU_PEAK_FRACTION)
+    result["bar"] = bar
+    return result
+
+
+def _cross_scan(device: str, quick: bool) -> dict | None:
+    path = HERE / "cross_scan_bench.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("cross_scan_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.run(device, quick)
+
+
+def _plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = result["selective_scan"]["cases"]
+    if result["device_type"] == "cpu":
+        fig, ax = plt.subplots(figsize=(7, 4))
+        series = [(f"speedup_{p}_vs_{b}", f"{p.replace('_', '+')} vs {b}") for b in ("loop_naive", "loop_precomputed")
+                  for p in ("fwd", "fwd_bwd")]
+        width = 0.8 / len(series)
+        for i, (key, label) in enumerate(series):
+            ax.bar([j + (i - (len(series) - 1) / 2) * width for j in range(len(cases))], [c[key] for c in cases],
+                   width, label=label)
+        ax.axhline(BAR_CPU_SPEEDUP, color="k", ls="--", lw=1, label=f"bar {BAR_CPU_SPEEDUP:g}x")
+        ax.set_xticks(range(len(cases)), [f"L={c['L']}" for c in cases])
+        ax.set_yscale("log")
+        ax.set_ylabel("speed-up of the chunked torch path (x)")
+        ax.set_title(f"selective scan, dim 192, N 16, batch 1 - {result['device']}", fontsize=9)
+    else:
+        groups = sorted({(c["dtype"], c["dim"]) for c in cases})
+        fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 4), squeeze=False)
+        for ax, (dtype, dim) in zip(axes[0], groups):
+            sel = [c for c in cases if c["dtype"] == dtype and c["dim"] == dim]
+            for key in ("triton_fwd_ms", "triton_fwd_bwd_ms", "torch_fwd_ms", "torch_fwd_bwd_ms",
+                        "mamba_ssm_fwd_ms", "mamba_ssm_fwd_bwd_ms"):
+                pts = [(c["L"], c[key]) for c in sel if key in c]
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", label=key.removesuffix("_ms"))
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("L")
+            ax.set_ylabel("ms")
+            ax.set_title(f"{dtype}, dim {dim}", fontsize=9)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"selective scan on {result['device']}", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (and on CUDA fewer sizes)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for every method alike (default 1: stable figures on a shared machine)")
+    parser.add_argument("--peak-gbps", type=float, default=None, help="GPU DRAM peak, if not in the built-in table")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: no CUDA device visible")
+        scan = run_cuda(args.quick, args.peak_gbps)
+        device_name = torch.cuda.get_device_name()
+    else:
+        scan = run_cpu(args.quick)
+        device_name = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    result = {"benchmark": "selective scan kernels", "device": device_name, "device_type": args.device,
+              "torch": torch.__version__, "quick": args.quick,
+              "timing": ("triton.testing.do_bench median" if args.device == "cuda" else
+                         "median of repeated runs after one warm-up") + ", milliseconds",
+              "inputs": ("u, delta (0.5 * randn), z, B, C (batch, N, L), D, delta_bias, delta_softplus=True; Mamba's init: "
+                         "A = -(1..N), softplus(delta_bias) log-uniform in [1e-3, 1e-1]"),
+              "load_average_1min": os.getloadavg()[0], "selective_scan": scan}
+    cross = _cross_scan(args.device, args.quick)
+    if cross is not None:
+        result["cross_scan"] = cross
+    stem = HERE / "results" / f"kernels-{args.device}"
+    with atomic_file(f"{stem}.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    with atomic_file(f"{stem}.png", suffix=".png") as tmp:
+        _plot(result, str(tmp))
+    print(json.dumps(result["selective_scan"].get("bar"), indent=2))
+
+
+if __name__ == "__main__":
+    main()
