@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from medmamba.datasets.nnunet_raw import nnunet_dataset_name, write_dataset_json, write_sitk
+from medmamba.datasets.nnunet_raw import target_folder, write_dataset_json, write_sitk
 from medmamba.io_utils import atomic_dir
 
 CLASS_NAMES = ("round", "elongated", "ring", "spots")
@@ -191,9 +191,9 @@ def restoration_pair(shape=(64, 64), degradation: str = "gaussian", seed: int = 
 
 def write_nnunet_phantom_3d(raw_root, dataset_id: int, name: str = "Phantom", n_cases: int = 3,
                             shape=(32, 32, 32), spacing=(1.0, 1.0, 1.0), seed: int = 0,
-                            num_labels: int = 2) -> Path:
+                            num_labels: int = 2, overwrite: bool = True) -> Path:
     """Write an nnU-Net v2 raw 3D phantom data set (MR, one channel); return its folder."""
-    target = Path(raw_root) / nnunet_dataset_name(dataset_id, name)
+    target = target_folder(raw_root, dataset_id, name, overwrite)
     labels = {"background": 0, **{f"organ{k}": k for k in range(1, num_labels + 1)}}
     with atomic_dir(target) as tmp:
         (tmp / "imagesTr").mkdir()
@@ -218,9 +218,9 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 
 def write_nnunet_phantom_2d(raw_root, dataset_id: int, name: str = "Phantom2D", n_cases: int = 4,
-                            shape=(64, 64), seed: int = 0, num_labels: int = 2) -> Path:
+                            shape=(64, 64), seed: int = 0, num_labels: int = 2, overwrite: bool = True) -> Path:
     """Write an nnU-Net v2 raw 2D phantom data set in the natural-image (.png) layout; return its folder."""
-    target = Path(raw_root) / nnunet_dataset_name(dataset_id, name)
+    target = target_folder(raw_root, dataset_id, name, overwrite)
     labels = {"background": 0, **{f"organ{k}": k for k in range(1, num_labels + 1)}}
     with atomic_dir(target) as tmp:
         (tmp / "imagesTr").mkdir()

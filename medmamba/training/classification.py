@@ -1,0 +1,212 @@
+"""``train_classifier``: a 2D image classifier from the registry on the layout in ``medmamba.training``."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from medmamba.errors import MedMambaError
+from medmamba.io_utils import atomic_file
+from medmamba.training.common import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_LATEST,
+    autocast,
+    epoch_seed,
+    load_checkpoint,
+    make_scaler,
+    resolve_device,
+    save_checkpoint,
+    seed_everything,
+    split_validation,
+    write_history,
+)
+
+
+def read_labelled_split(folder: Path) -> list[dict]:
+    """``[{"case", "image", "label_name"}]`` from ``folder/labels.csv`` and ``folder/images``; checks every pair."""
+    labels_csv = folder / "labels.csv"
+    if not labels_csv.is_file():
+        raise MedMambaError(f"{labels_csv}: missing (a classification split holds images/ and labels.csv)")
+    with open(labels_csv, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"case", "label"} <= set(reader.fieldnames):
+            raise MedMambaError(f"{labels_csv}: needs the columns case,label")
+        rows = list(reader)
+    if not rows:
+        raise MedMambaError(f"{labels_csv}: no cases")
+    images = folder / "images"
+    files = {}
+    if images.is_dir():
+        for p in images.iterdir():
+            if p.is_file() and not p.name.startswith("."):
+                files.setdefault(p.name.split(".")[0], p)
+    items, seen = [], set()
+    for row in rows:
+        case = row["case"]
+        if case in seen:
+            raise MedMambaError(f"{labels_csv}: case {case!r} listed twice")
+        seen.add(case)
+        if case not in files:
+            raise MedMambaError(f"{labels_csv}: case {case!r} has no image in {images}")
+        items.append({"case": case, "image": str(files[case]), "label_name": row["label"]})
+    return items
+
+
+def _class_names(data_dir: Path, items: list[dict]) -> list[str]:
+    meta = data_dir / "dataset.json"
+    if meta.is_file():
+        try:
+            classes = json.loads(meta.read_text()).get("classes")
+        except json.JSONDecodeError as err:
+            raise MedMambaError(f"{meta}: invalid JSON ({err})") from None
+        if classes:
+            return [str(c) for c in classes]
+    return sorted({it["label_name"] for it in items})
+
+
+def _with_label_index(items: list[dict], classes: list[str], source: Path) -> list[dict]:
+    index = {c: i for i, c in enumerate(classes)}
+    for it in items:
+        if it["label_name"] not in index:
+            raise MedMambaError(f"{source}: case {it['case']!r} has label {it['label_name']!r}, "
+                                f"not one of the classes {classes}")
+        it["label"] = index[it["label_name"]]
+    return items
+
+
+def _probe_image(path: str) -> tuple[int, tuple[int, ...]]:
+    """(channels, spatial size) of one image as the pipeline loads it; a one-line error when unreadable."""
+    from monai.transforms import EnsureChannelFirst, LoadImage
+
+    try:
+        image = EnsureChannelFirst()(LoadImage(image_only=True)(path))
+    except Exception as err:  # MONAI wraps reader errors in RuntimeError / OSError / ValueError
+        raise MedMambaError(f"{path}: unreadable image ({type(err).__name__})") from None
+    if image.ndim != 3:
+        raise MedMambaError(f"{path}: expected a 2D image, got shape {tuple(image.shape[1:])}")
+    return int(image.shape[0]), tuple(int(s) for s in image.shape[1:])
+
+
+def train_classifier(data_dir, out_dir, model: str = "medmamba_t", epochs: int = 10, batch_size: int = 16,
+                     lr: float = 1e-3, weight_decay: float = 0.05, seed: int = 0, val_fraction: float = 0.2,
+                     spatial_size: Sequence[int] | None = None, preset: str | None = None, device: str | None = None,
+                     amp: bool = True, workers: int = 0, resume: bool = False, progress: bool = True) -> dict:
+    """Train, keep the best validation accuracy, predict ``DIR/test``; returns the final history entry."""
+    from monai.data import DataLoader, Dataset
+
+    import medmamba
+    from medmamba.transforms.classification import classification_eval_transforms, classification_train_transforms
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    train_items = read_labelled_split(data_dir / "train")
+    classes = _class_names(data_dir, train_items)
+    _with_label_index(train_items, classes, data_dir / "train" / "labels.csv")
+    test_items = (_with_label_index(read_labelled_split(data_dir / "test"), classes, data_dir / "test" / "labels.csv")
+                  if (data_dir / "test").is_dir() else [])
+    channels, size = _probe_image(train_items[0]["image"])
+    spatial_size = tuple(spatial_size or size)
+    config = dict(task="cls", model=model, preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
+                  weight_decay=weight_decay, seed=seed, val_fraction=val_fraction, spatial_size=list(spatial_size),
+                  classes=classes, in_channels=channels, data=str(data_dir))
+
+    seed_everything(seed)
+    dev = resolve_device(device)
+    net = medmamba.create_model(model, spatial_dims=2, in_channels=channels, num_classes=len(classes),
+                                preset=preset).to(dev)
+    train_part, val_part = split_validation(train_items, val_fraction, seed)
+    train_tf = classification_train_transforms(spatial_size)
+    eval_tf = classification_eval_transforms(spatial_size)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    scaler = make_scaler(dev, amp)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    history, best, start = [], -1.0, 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if resume and (out_dir / CHECKPOINT_LATEST).is_file():
+        state = load_checkpoint(out_dir / CHECKPOINT_LATEST)
+        _check_same_run(state["config"], config, out_dir / CHECKPOINT_LATEST)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        history, best, start = list(state["history"]), float(state["best"]), int(state["epoch"])
+
+    val_loader = DataLoader(Dataset(val_part, eval_tf), batch_size=batch_size, shuffle=False, num_workers=workers)
+    for epoch in range(start, epochs):
+        s = epoch_seed(seed, epoch)
+        torch.manual_seed(s)
+        train_tf.set_random_state(seed=s)
+        loader = DataLoader(Dataset(train_part, train_tf), batch_size=batch_size, shuffle=True, drop_last=False,
+                            num_workers=workers, generator=torch.Generator().manual_seed(s))
+        net.train()
+        total, count = 0.0, 0
+        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress):
+            x, y = batch["image"].to(dev), batch["label"].to(dev)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(dev, amp):
+                loss = loss_fn(net(x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += loss.item() * len(y)
+            count += len(y)
+        scheduler.step()
+        entry = {"epoch": epoch + 1, "train_loss": total / max(count, 1)}
+        if val_part:
+            probs, labels = _predict(net, val_loader, dev, amp)
+            entry["accuracy"] = float((probs.argmax(1) == labels).mean())
+        score = entry.get("accuracy", -entry["train_loss"])
+        history.append(entry)
+        state = dict(model=net.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                     scaler=scaler.state_dict(), epoch=epoch + 1, history=history, config=config)
+        if score > best:
+            best = score
+            save_checkpoint(out_dir / CHECKPOINT_BEST, best=best, **state)
+        save_checkpoint(out_dir / CHECKPOINT_LATEST, best=best, **state)
+        write_history(out_dir, history, "accuracy")
+        if progress:
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()))
+
+    if test_items and (out_dir / CHECKPOINT_BEST).is_file():
+        net.load_state_dict(load_checkpoint(out_dir / CHECKPOINT_BEST)["model"])
+        test_loader = DataLoader(Dataset(test_items, eval_tf), batch_size=batch_size, shuffle=False,
+                                 num_workers=workers)
+        probs, _ = _predict(net, test_loader, dev, amp)
+        write_predictions(out_dir, test_items, classes, probs)
+    return history[-1] if history else {}
+
+
+@torch.no_grad()
+def _predict(net, loader, dev, amp) -> tuple[np.ndarray, np.ndarray]:
+    net.eval()
+    probs, labels = [], []
+    for batch in loader:
+        with autocast(dev, amp):
+            logits = net(batch["image"].to(dev)).float()
+        probs.append(torch.softmax(logits, dim=1).cpu().numpy())
+        labels.append(np.asarray(batch["label"]))
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def write_predictions(out_dir: Path, items: list[dict], classes: list[str], probs: np.ndarray) -> None:
+    """``predictions.csv`` (case, prob_<class>..., pred) and the reference ``labels.csv`` (case,label)."""
+    with atomic_file(out_dir / "predictions.csv", suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["case", *[f"prob_{c}" for c in classes], "pred"])
+        for it, p in zip(items, probs):
+            writer.writerow([it["case"], *[f"{v:.6g}" for v in p], classes[int(np.argmax(p))]])
+    with atomic_file(out_dir / "labels.csv", suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["case", "label"])
+        writer.writerows([it["case"], it["label_name"]] for it in items)
+
+
+def _check_same_run(saved: dict, config: dict, path: Path) -> None:
+    changed = sorted(k for k in config if k != "epochs" and saved.get(k) != config[k])
+    if changed:
+        raise MedMambaError(f"{path}: cannot resume, the run differs in {', '.join(changed)}")

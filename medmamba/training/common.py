@@ -1,0 +1,88 @@
+"""Shared pieces of the training loops: seeding, device and AMP, checkpoints, history plots."""
+from __future__ import annotations
+
+import json
+import random
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medmamba.errors import MedMambaError
+from medmamba.io_utils import atomic_file
+
+CHECKPOINT_LATEST = "checkpoint_latest.pt"
+CHECKPOINT_BEST = "checkpoint_best.pt"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Each epoch draws from its own seed, so a resumed run repeats the uninterrupted one exactly."""
+    return (seed * 1_000_003 + epoch) % 2**31
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MedMambaError(f"--device {device}: CUDA is not available")
+    return torch.device(device)
+
+
+def autocast(device: torch.device, enabled: bool):
+    return torch.autocast("cuda", dtype=torch.float16) if enabled and device.type == "cuda" else nullcontext()
+
+
+def make_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
+    return torch.amp.GradScaler("cuda", enabled=enabled and device.type == "cuda")
+
+
+def save_checkpoint(path: Path, **state: Any) -> None:
+    with atomic_file(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise MedMambaError(f"{path}: checkpoint not found") from None
+    except Exception as err:  # torch raises several types for corrupt or foreign files
+        raise MedMambaError(f"{path}: unreadable checkpoint ({type(err).__name__})") from None
+
+
+def write_history(out_dir: Path, history: list[dict], metric: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with atomic_file(out_dir / "history.json") as tmp:
+        tmp.write_text(json.dumps(history, indent=2))
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax1.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    ax1.set(xlabel="epoch", ylabel="training loss")
+    ax2.plot(epochs, [h.get(metric, float("nan")) for h in history], marker="o", color="tab:green")
+    ax2.set(xlabel="epoch", ylabel=f"validation {metric}")
+    fig.tight_layout()
+    with atomic_file(out_dir / "curves.png", suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def split_validation(cases: list, fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministic split of ``cases`` into (train, validation); no validation when ``fraction`` is 0."""
+    if fraction <= 0 or len(cases) < 2:
+        return list(cases), []
+    order = np.random.default_rng(seed).permutation(len(cases))
+    n_val = min(len(cases) - 1, max(1, int(round(fraction * len(cases)))))
+    val = sorted(order[:n_val].tolist())
+    return [c for i, c in enumerate(cases) if i not in set(val)], [cases[i] for i in val]

@@ -1,0 +1,186 @@
+"""``train_restoration``: a 2D restoration net from the registry on the layout in ``medmamba.training``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from medmamba.datasets.readers import MEDICAL_ENDINGS, check_same_geometry, list_entries, read_sitk
+from medmamba.errors import MedMambaError
+from medmamba.io_utils import atomic_dir
+from medmamba.training.common import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_LATEST,
+    autocast,
+    epoch_seed,
+    load_checkpoint,
+    make_scaler,
+    resolve_device,
+    save_checkpoint,
+    seed_everything,
+    split_validation,
+    write_history,
+)
+
+# Network-side intensity scaling ``(x - shift) / scale`` per degradation: CT in HU maps air to 0, water to 1.
+INTENSITY = {"lowdose_ct": (-1000.0, 1000.0)}
+
+
+def read_pairs(split_dir: Path, paired: bool) -> list[dict]:
+    """``[{"case", "target"[, "image"]}]`` from ``split_dir/clean`` (and ``split_dir/degraded``), checked."""
+    clean = list_entries(split_dir / "clean", MEDICAL_ENDINGS, "clean image")
+    items = [{"case": case, "target": str(path)} for case, path in clean.items()]
+    if paired:
+        degraded = list_entries(split_dir / "degraded", MEDICAL_ENDINGS, "degraded image")
+        for case, path in degraded.items():
+            if case not in clean:
+                raise MedMambaError(f"{path}: degraded image has no clean image in {split_dir / 'clean'}")
+        for it in items:
+            if it["case"] not in degraded:
+                raise MedMambaError(f"{it['target']}: clean image has no degraded image in {split_dir / 'degraded'}")
+            it["image"] = str(degraded[it["case"]])
+    for it in items:  # readable, 2D, and pairs on the same grid
+        target = read_sitk(it["target"])
+        if "image" in it:
+            check_same_geometry(target, read_sitk(it["image"]), it["target"], it["image"])
+        size = [s for s in target.GetSize() if s > 1]
+        if len(size) != 2:
+            raise MedMambaError(f"{it['target']}: expected a 2D image, got size {target.GetSize()}")
+    return items
+
+
+def train_restoration(data_dir, out_dir, model: str = "mambair", degradation: str | None = None,
+                      epochs: int = 10, batch_size: int = 8, lr: float = 2e-4, seed: int = 0,
+                      val_fraction: float = 0.2, patch_size: Sequence[int] | None = None, preset: str | None = None,
+                      device: str | None = None, amp: bool = True, workers: int = 0, resume: bool = False,
+                      progress: bool = True, **degradation_params) -> dict:
+    """Train with an L1 loss, keep the best validation PSNR, restore ``DIR/test``; returns the last history entry."""
+    from monai.data import DataLoader, Dataset
+    from monai.inferers import sliding_window_inference
+
+    import medmamba
+    from medmamba.transforms.degradations import DEGRADATIONS
+    from medmamba.transforms.restoration import restoration_eval_transforms, restoration_train_transforms
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if degradation is not None and degradation not in DEGRADATIONS:
+        raise MedMambaError(f"--degradation {degradation!r}: choose one of {', '.join(DEGRADATIONS)}")
+    paired = degradation is None
+    if paired and not (data_dir / "train" / "degraded").is_dir():
+        raise MedMambaError(f"{data_dir / 'train' / 'degraded'}: missing; give --degradation to degrade on the fly")
+    train_items = read_pairs(data_dir / "train", paired)
+    test_items = []
+    if (data_dir / "test").is_dir():
+        test_items = read_pairs(data_dir / "test", paired or (data_dir / "test" / "degraded").is_dir())
+    stored = json.loads((data_dir / "dataset.json").read_text()) if (data_dir / "dataset.json").is_file() else {}
+    shift, scale = INTENSITY.get(degradation or stored.get("degradation", ""), (0.0, 1.0))
+    size = [s for s in read_sitk(train_items[0]["target"]).GetSize() if s > 1][::-1]
+    patch = tuple(patch_size or [min(48, s) for s in size])
+    config = dict(task="restore", model=model, preset=preset, degradation=degradation, params=degradation_params,
+                  epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_fraction=val_fraction,
+                  patch_size=list(patch), shift=shift, scale=scale, data=str(data_dir))
+
+    seed_everything(seed)
+    dev = resolve_device(device)
+    net = medmamba.create_model(model, spatial_dims=2, in_channels=1, out_channels=1, preset=preset).to(dev)
+    train_part, val_part = split_validation(train_items, val_fraction, seed)
+    train_tf = restoration_train_transforms(degradation, patch, shift, scale, **degradation_params)
+    eval_tf = restoration_eval_transforms(degradation, shift, scale, **degradation_params)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    scaler = make_scaler(dev, amp)
+    history, best, start = [], -float("inf"), 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if resume and (out_dir / CHECKPOINT_LATEST).is_file():
+        state = load_checkpoint(out_dir / CHECKPOINT_LATEST)
+        changed = sorted(k for k in config if k != "epochs" and state["config"].get(k) != config[k])
+        if changed:
+            raise MedMambaError(f"{out_dir / CHECKPOINT_LATEST}: cannot resume, the run differs in {', '.join(changed)}")
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        history, best, start = list(state["history"]), float(state["best"]), int(state["epoch"])
+
+    def infer(x: torch.Tensor) -> torch.Tensor:
+        with autocast(dev, amp):
+            return sliding_window_inference(x.to(dev), roi_size=patch, sw_batch_size=batch_size, predictor=net,
+                                            overlap=0.25, mode="gaussian", padding_mode="replicate").float()
+
+    for epoch in range(start, epochs):
+        s = epoch_seed(seed, epoch)
+        torch.manual_seed(s)
+        train_tf.set_random_state(seed=s)
+        loader = DataLoader(Dataset(train_part, train_tf), batch_size=batch_size, shuffle=True,
+                            num_workers=workers, generator=torch.Generator().manual_seed(s))
+        net.train()
+        total, count = 0.0, 0
+        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress):
+            x, y = batch["image"].to(dev), batch["target"].to(dev)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(dev, amp):
+                loss = torch.nn.functional.l1_loss(net(x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += loss.item() * len(y)
+            count += len(y)
+        scheduler.step()
+        entry = {"epoch": epoch + 1, "train_loss": total / max(count, 1)}
+        if val_part:
+            eval_tf.set_random_state(seed=seed)  # the same degraded validation images every epoch
+            entry["psnr"] = _mean_psnr(net, Dataset(val_part, eval_tf), infer)
+        score = entry.get("psnr", -entry["train_loss"])
+        history.append(entry)
+        state = dict(model=net.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                     scaler=scaler.state_dict(), epoch=epoch + 1, history=history, config=config)
+        if score > best:
+            best = score
+            save_checkpoint(out_dir / CHECKPOINT_BEST, best=best, **state)
+        save_checkpoint(out_dir / CHECKPOINT_LATEST, best=best, **state)
+        write_history(out_dir, history, "psnr")
+        if progress:
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()))
+
+    if test_items and (out_dir / CHECKPOINT_BEST).is_file():
+        net.load_state_dict(load_checkpoint(out_dir / CHECKPOINT_BEST)["model"])
+        test_tf = restoration_eval_transforms(None if "image" in test_items[0] else degradation, shift, scale,
+                                              **({} if "image" in test_items[0] else degradation_params))
+        test_tf.set_random_state(seed=seed)
+        write_restored(out_dir, test_items, Dataset(test_items, test_tf), infer, shift, scale)
+    return history[-1] if history else {}
+
+
+@torch.no_grad()
+def _mean_psnr(net, dataset, infer) -> float:
+    """Mean PSNR over whole images, data range = the clean image's max - min (as the evaluation harness)."""
+    net.eval()
+    values = []
+    for item in dataset:
+        pred = infer(item["image"][None])[0].cpu()
+        ref = item["target"]
+        mse = float(torch.mean((pred - ref) ** 2))
+        data_range = float(ref.max() - ref.min()) or 1.0
+        values.append(10 * np.log10(data_range**2 / max(mse, 1e-12)))
+    return float(np.mean(values))
+
+
+@torch.no_grad()
+def write_restored(out_dir: Path, items: list[dict], dataset, infer, shift: float, scale: float) -> None:
+    """Restored test images as ``OUT/predictions/<case>.nii.gz`` on the reference's grid (and the inputs)."""
+    import SimpleITK as sitk
+
+    with atomic_dir(out_dir / "predictions") as pred_dir, atomic_dir(out_dir / "inputs") as input_dir:
+        for it, sample in zip(items, dataset):
+            reference = read_sitk(it["target"])
+            pred = infer(sample["image"][None])[0, 0].cpu().numpy() * scale + shift
+            for folder, array in ((pred_dir, pred), (input_dir, sample["image"][0].numpy() * scale + shift)):
+                # MONAI loads (x, y); SimpleITK arrays are (y, x)
+                out = sitk.GetImageFromArray(np.ascontiguousarray(array.T.astype(np.float32)).reshape(
+                    sitk.GetArrayViewFromImage(reference).shape))
+                out.CopyInformation(reference)
+                sitk.WriteImage(out, str(folder / f"{it['case']}.nii.gz"), useCompression=True)
