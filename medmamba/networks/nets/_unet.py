@@ -54,8 +54,8 @@ class UNetDecoder(nn.Module):
 
 
 class SegUNet(nn.Module):
-    """Runs ``encoder`` stages (channels-first in and out) then ``decoder``; pads inputs to a multiple of the
-    total stride and crops the outputs back."""
+    """Runs ``encoder`` stages (channels-first in and out; a stage may return ``(next_input, skip)``) then
+    ``decoder``; pads inputs to a multiple of the total stride and crops the outputs back."""
 
     def __init__(self, encoder: Sequence[nn.Module], decoder: UNetDecoder, strides: Sequence[Sequence[int]]):
         super().__init__()
@@ -73,7 +73,8 @@ class SegUNet(nn.Module):
         skips = []
         for stage in self.encoder:
             x = stage(x)
-            skips.append(x)
+            x, skip = x if isinstance(x, tuple) else (x, x)
+            skips.append(skip)
         outputs = self.decoder(skips)
         scales = [(1,) * len(size)] + self.scales[1:]
         outputs = [

@@ -1,0 +1,54 @@
+"""SegMamba: gated spatial convolution + tri-orientated Mamba (forward, reverse, inter-slice) encoder, CNN decoder."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn as nn
+
+from medmamba.networks.blocks.conv import GatedSpatialConv
+from medmamba.networks.blocks.mamba import MambaLayer
+from medmamba.networks.blocks.scan import Route, default_routes
+from medmamba.networks.nets._conv_unet import conv_unet
+from medmamba.networks.nets._unet import per_stage
+from medmamba.registry import Paper, ReportedResult, register_model
+
+
+def tri_orientated_routes(spatial_dims: int) -> list[Route]:
+    """Forward and reverse over the row-major flattening, and the inter-slice route (first axis innermost)."""
+    routes = default_routes(spatial_dims)
+    forward = routes[0]
+    inter_slice = next(r for r in routes if r.order[-1] == 0 and not r.reverse)
+    return [forward, Route(forward.order, True), inter_slice]
+
+
+@register_model(
+    task="segmentation", spatial_dims=(3, 2), family="hybrid with CNN",
+    scan="tri-orientated (forward, reverse, inter-slice)",
+    paper=Paper("SegMamba: Long-range Sequential Modeling Mamba For 3D Medical Image Segmentation", "MICCAI", 2024,
+                "2401.13560"),
+    code_url="https://github.com/ge-xing/SegMamba",
+    presets={
+        "paper": dict(features=(48, 96, 192, 384, 768), strides=(1, 2, 2, 2, 2), depths=(0, 2, 2, 2, 2),
+                      n_conv_per_stage=1, mamba_from_stage=1),
+        "tiny": dict(features=(8, 16, 32), strides=(1, 2, 2), n_conv_per_stage=1, d_state=4),
+    },
+    reference_input={3: (4, 128, 128, 128), 2: (1, 256, 256)},
+    trainer="SegMambaTrainer",
+    notes="The paper is 3D; in 2D the inter-slice route is the column-major scan. Its UNETR-style decoder is the "
+    "nnU-Net conv decoder here.",
+)
+def segmamba(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
+             features: Sequence[int] = (16, 32, 64, 128), strides: Sequence = (1, 2, 2, 2),
+             kernel_sizes: Sequence | None = None, depths: int | Sequence[int] = 1,
+             n_conv_per_stage: int | Sequence[int] = 1, n_conv_per_stage_decoder: int | Sequence[int] = 1,
+             mamba_from_stage: int = 1, d_state: int = 16, deep_supervision: bool = False):
+    depths = per_stage(depths, len(features), "depths")
+    routes = tri_orientated_routes(spatial_dims)
+    extras = [
+        nn.Sequential(GatedSpatialConv(spatial_dims, f),
+                      *[MambaLayer(f, d_state=d_state, routes=routes) for _ in range(depths[i])])
+        if i >= mamba_from_stage else None
+        for i, f in enumerate(features)
+    ]
+    return conv_unet(spatial_dims, in_channels, out_channels, features, strides, kernel_sizes, n_conv_per_stage,
+                     n_conv_per_stage_decoder, extras, residual_encoder=True, deep_supervision=deep_supervision)
