@@ -191,7 +191,8 @@ def run_cuda(quick: bool, peak_override: float | None) -> dict:
                 for other in ("torch", "mamba_ssm"):
                     for phase in ("fwd", "fwd_bwd"):
                         if f"{other}_{phase}_ms" in case:
-                            case[f"speedup_{phase}_vs_{other}"] = case[f"{other}_{phase}_ms"] / case[f"triton_{phase}_ms"]
+                            case[f"speedup_{phase}_vs_{other}"] = (case[f"{other}_{phase}_ms"]
+                                                                   / case[f"triton_{phase}_ms"])
                 for phase, nbytes in _min_bytes(1, dim, L, 16, inputs["u"].element_size()).items():
                     gbps = nbytes / case[f"triton_{phase}_ms"] / 1e6
                     case[f"triton_{phase}_gb_per_s"] = gbps
@@ -286,8 +287,8 @@ def main() -> None:
               "torch": torch.__version__, "quick": args.quick,
               "timing": ("triton.testing.do_bench median" if args.device == "cuda" else
                          "median of repeated runs after one warm-up") + ", milliseconds",
-              "inputs": ("u, delta (0.5 * randn), z, B, C (batch, N, L), D, delta_bias, delta_softplus=True; Mamba's init: "
-                         "A = -(1..N), softplus(delta_bias) log-uniform in [1e-3, 1e-1]"),
+              "inputs": ("u, delta (0.5 * randn), z, B, C (batch, N, L), D, delta_bias, delta_softplus=True; "
+                         "Mamba's init: A = -(1..N), softplus(delta_bias) log-uniform in [1e-3, 1e-1]"),
               "load_average_1min": os.getloadavg()[0], "selective_scan": scan}
     cross = _cross_scan(args.device, args.quick)
     if cross is not None:

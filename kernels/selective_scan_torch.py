@@ -8,7 +8,8 @@ s_t = cumsum(dt)_t (chunk-local):
 
 where c is the middle of the chunk's range of s, so P and Q stay within exp(+-limit / 2). A chunk whose
 |A| * range(s) exceeds the limit (RANGE_LIMIT of the compute dtype) is split in halves (down to single steps,
-where the formula is exact), so the result is always finite where the true recurrence is. The state is carried across chunks by a loop over chunks.
+where the formula is exact), so the result is always finite where the true recurrence is. The state is carried
+across chunks by a Python loop over chunks (never over time steps).
 Inputs are expected already validated and normalised by `medmamba.kernels.selective_scan`.
 """
 import torch

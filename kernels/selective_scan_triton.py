@@ -38,7 +38,7 @@ def _load_dt(delta_ptr, bias, offs, mask, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.c
 def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
                 dim, L, G, N, n_chunks,
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
+                STORE_CKPT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
     pid_d = tl.program_id(0)
     g = tl.program_id(1)
     bi = tl.program_id(2).to(tl.int64)
@@ -62,7 +62,8 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, o
     last_col = tl.arange(0, BLOCK_T) == BLOCK_T - 1
     h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     for c in range(0, n_chunks):
-        tl.store(ckpt_ptr + ((bi * dim + chan[:, None]) * n_chunks + c) * N + n[None, :], h, mask=mask_dn)
+        if STORE_CKPT:
+            tl.store(ckpt_ptr + ((bi * dim + chan[:, None]) * n_chunks + c) * N + n[None, :], h, mask=mask_dn)
         t = c * BLOCK_T + tl.arange(0, BLOCK_T)
         mask_t = t < L
         mask = mask_d[:, None] & mask_t[None, :]
@@ -193,14 +194,15 @@ class _SelectiveScanTriton(torch.autograd.Function):
         n_chunks = triton.cdiv(L, block_t)
         out = torch.empty_like(u)
         last = u.new_empty(batch, dim, N, dtype=torch.float32)
-        ckpt = u.new_empty(batch, dim, n_chunks, N, dtype=torch.float32)
+        store_ckpt = any(ctx.needs_input_grad[:8])  # checkpoints only when a backward pass can follow
+        ckpt = u.new_empty(batch, dim, n_chunks, N, dtype=torch.float32) if store_ckpt else last
         grid = (triton.cdiv(dim // G, block_d), G, batch)
         dummy = A
         _fwd_kernel[grid](u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
                           delta_bias if delta_bias is not None else dummy, out, last, ckpt,
                           dim, L, G, N, n_chunks,
                           HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-                          SOFTPLUS=bool(delta_softplus), BLOCK_D=block_d,
+                          SOFTPLUS=bool(delta_softplus), STORE_CKPT=store_ckpt, BLOCK_D=block_d,
                           BLOCK_N=max(triton.next_power_of_2(N), 2), BLOCK_T=block_t)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
         ctx.config = (bool(delta_softplus), block_d, block_t, n_chunks)

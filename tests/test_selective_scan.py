@@ -1,7 +1,7 @@
 """Selective scan against an independent float64 sequential loop: outputs, last state and every gradient.
 
 The Triton kernels run on CPU under TRITON_INTERPRET=1 in a subprocess (the flag must be set before triton is
-imported): see tests/triton_interp_selective_scan.py, which reuses the reference and cases defined here.
+imported): see tests/triton_interp_selective_scan.py, which reuses the reference and the cases defined here.
 """
 import os
 import subprocess
@@ -10,13 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from medmamba.kernels import selective_scan
 from medmamba.kernels.selective_scan_torch import selective_scan_torch
-
-GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
-
 
 def reference_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """Plain float64 recurrence, one time step at a time. Returns (out, last_state) in float64."""
@@ -220,7 +216,7 @@ def test_triton_kernels_compile_for_hopper():
     fp32_buffers = {"A_ptr", "D_ptr", "bias_ptr", "last_ptr", "ckpt_ptr", "dlast_ptr", "du_ptr", "ddelta_ptr",
                     "dz_ptr", "dB_ptr", "dC_ptr", "dA_ptr", "dD_ptr"}
     for kernel in (kernels._fwd_kernel, kernels._bwd_kernel):
-        constants = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=True,
+        constants = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=True, STORE_CKPT=True,
                          BLOCK_D=kernels.BLOCK_D, BLOCK_N=16, BLOCK_T=kernels.BLOCK_T)
         names = kernel.arg_names
         signature = {n: "constexpr" if n in constants else
