@@ -16,7 +16,7 @@ Input layouts (``medmamba make-data cls2d|restore`` writes them)
 Output folder ``OUT`` (``--out``)
 
 - ``checkpoint_latest.pt`` / ``checkpoint_best.pt``: ``torch.load(path, weights_only=True)`` gives a dict with
-  ``model`` (state dict), ``optimizer``, ``scheduler``, ``scaler``, ``epoch`` (epochs done), ``best``,
+  ``model`` (state dict), ``optimizer``, ``scaler``, ``epoch`` (epochs done), ``best``,
   ``history`` (one dict per epoch: ``train_loss`` and the validation metric), ``config`` (the run's arguments).
 - ``history.json`` and ``curves.png`` (loss and validation metric per epoch).
 - Classification predictions for the evaluation harness (``medmamba evaluate cls``):

@@ -21,6 +21,7 @@ from medmamba.training.common import (
     make_scaler,
     resolve_device,
     save_checkpoint,
+    set_cosine_lr,
     seed_everything,
     split_validation,
     write_history,
@@ -122,7 +123,6 @@ def train_classifier(data_dir, out_dir, model: str = "medmamba_t", epochs: int =
     train_tf = classification_train_transforms(spatial_size)
     eval_tf = classification_eval_transforms(spatial_size)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     scaler = make_scaler(dev, amp)
     loss_fn = torch.nn.CrossEntropyLoss()
     history, best, start = [], -1.0, 0
@@ -132,7 +132,6 @@ def train_classifier(data_dir, out_dir, model: str = "medmamba_t", epochs: int =
         _check_same_run(state["config"], config, out_dir / CHECKPOINT_LATEST)
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         history, best, start = list(state["history"]), float(state["best"]), int(state["epoch"])
 
@@ -141,6 +140,7 @@ def train_classifier(data_dir, out_dir, model: str = "medmamba_t", epochs: int =
         s = epoch_seed(seed, epoch)
         torch.manual_seed(s)
         train_tf.set_random_state(seed=s)
+        set_cosine_lr(optimizer, lr, epoch, epochs)
         loader = DataLoader(Dataset(train_part, train_tf), batch_size=batch_size, shuffle=True, drop_last=False,
                             num_workers=workers, generator=torch.Generator().manual_seed(s))
         net.train()
@@ -155,14 +155,13 @@ def train_classifier(data_dir, out_dir, model: str = "medmamba_t", epochs: int =
             scaler.update()
             total += loss.item() * len(y)
             count += len(y)
-        scheduler.step()
         entry = {"epoch": epoch + 1, "train_loss": total / max(count, 1)}
         if val_part:
             probs, labels = _predict(net, val_loader, dev, amp)
             entry["accuracy"] = float((probs.argmax(1) == labels).mean())
         score = entry.get("accuracy", -entry["train_loss"])
         history.append(entry)
-        state = dict(model=net.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+        state = dict(model=net.state_dict(), optimizer=optimizer.state_dict(),
                      scaler=scaler.state_dict(), epoch=epoch + 1, history=history, config=config)
         if score > best:
             best = score

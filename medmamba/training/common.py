@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from contextlib import nullcontext
 from pathlib import Path
@@ -26,6 +27,12 @@ def seed_everything(seed: int) -> None:
 def epoch_seed(seed: int, epoch: int) -> int:
     """Each epoch draws from its own seed, so a resumed run repeats the uninterrupted one exactly."""
     return (seed * 1_000_003 + epoch) % 2**31
+
+
+def set_cosine_lr(optimizer: torch.optim.Optimizer, lr: float, epoch: int, epochs: int) -> None:
+    """Cosine decay from ``lr`` in closed form (no scheduler state), so ``--resume`` with more epochs is exact."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
 
 
 def resolve_device(device: str | None) -> torch.device:

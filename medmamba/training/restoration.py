@@ -21,6 +21,7 @@ from medmamba.training.common import (
     make_scaler,
     resolve_device,
     save_checkpoint,
+    set_cosine_lr,
     seed_everything,
     split_validation,
     write_history,
@@ -91,7 +92,6 @@ def train_restoration(data_dir, out_dir, model: str = "mambair", degradation: st
     train_tf = restoration_train_transforms(degradation, patch, shift, scale, **degradation_params)
     eval_tf = restoration_eval_transforms(degradation, shift, scale, **degradation_params)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     scaler = make_scaler(dev, amp)
     history, best, start = [], -float("inf"), 0
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,6 @@ def train_restoration(data_dir, out_dir, model: str = "mambair", degradation: st
             raise MedMambaError(f"{out_dir / CHECKPOINT_LATEST}: cannot resume, the run differs in {', '.join(changed)}")
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         history, best, start = list(state["history"]), float(state["best"]), int(state["epoch"])
 
@@ -115,6 +114,7 @@ def train_restoration(data_dir, out_dir, model: str = "mambair", degradation: st
         s = epoch_seed(seed, epoch)
         torch.manual_seed(s)
         train_tf.set_random_state(seed=s)
+        set_cosine_lr(optimizer, lr, epoch, epochs)
         loader = DataLoader(Dataset(train_part, train_tf), batch_size=batch_size, shuffle=True,
                             num_workers=workers, generator=torch.Generator().manual_seed(s))
         net.train()
@@ -129,14 +129,13 @@ def train_restoration(data_dir, out_dir, model: str = "mambair", degradation: st
             scaler.update()
             total += loss.item() * len(y)
             count += len(y)
-        scheduler.step()
         entry = {"epoch": epoch + 1, "train_loss": total / max(count, 1)}
         if val_part:
             eval_tf.set_random_state(seed=seed)  # the same degraded validation images every epoch
             entry["psnr"] = _mean_psnr(net, Dataset(val_part, eval_tf), infer)
         score = entry.get("psnr", -entry["train_loss"])
         history.append(entry)
-        state = dict(model=net.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+        state = dict(model=net.state_dict(), optimizer=optimizer.state_dict(),
                      scaler=scaler.state_dict(), epoch=epoch + 1, history=history, config=config)
         if score > best:
             best = score
