@@ -102,3 +102,21 @@ def test_classification_and_restoration_writers(tmp_path):
 def test_phantom_rejects_bad_label_counts(bad):
     with pytest.raises(ValueError):
         phantom.phantom_2d((32, 32), seed=0, **bad)
+
+
+def test_make_data_cli(tmp_path, nnunet_env, capsys):
+    from medmamba.cli import main
+
+    assert main(["make-data", "seg3d", "--id", "11", "--cases", "2", "--shape", "12", "16", "16",
+                 "--spacing", "2.5", "1", "1", "--seed", "4"]) == 0
+    folder = tmp_path / "nnUNet_raw" / "Dataset011_Phantom3D"
+    image = sitk.ReadImage(str(folder / "imagesTr" / "case_001_0000.nii.gz"))
+    np.testing.assert_allclose(image.GetSpacing(), (1.0, 1.0, 2.5))
+    expected, _ = phantom.phantom_3d((12, 16, 16), (2.5, 1.0, 1.0), 2, seed=4 * 100003 + 1)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(image), expected, rtol=1e-6)
+    assert main(["make-data", "seg3d", "--id", "11"]) == 2  # id taken, nothing overwritten
+    assert "dataset id 11 is taken" in capsys.readouterr().err
+    assert main(["make-data", "restore", str(tmp_path / "r"), "--degradation", "snow"]) == 2
+    assert "--degradation 'snow'" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert main(["make-data", "cls2d", str(tmp_path / "c"), "--per-class", "2", "--classes", "2"]) == 0
+    assert (tmp_path / "c" / "train" / "labels.csv").is_file()

@@ -50,7 +50,11 @@ def test_cls_is_reproducible_resumable_and_writes_predictions(cls_data, tmp_path
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
     assert [r["pred"] for r in rows] == [["round", "elongated"][i] for i in probs.argmax(1)]
     result = evaluate_classification(tmp_path / "a" / "predictions.csv", tmp_path / "a" / "labels.csv")
-    assert result is not None
+    with open(tmp_path / "a" / "labels.csv") as f:
+        truth = {r["case"]: r["label"] for r in csv.DictReader(f)}
+    assert set(truth) == {r["case"] for r in rows} == {c["case"] for c in result["cases"]}
+    accuracy = np.mean([truth[r["case"]] == r["pred"] for r in rows])
+    assert result["summary"]["accuracy"] == pytest.approx(accuracy)
     assert (tmp_path / "a" / "curves.png").stat().st_size > 0
 
 
