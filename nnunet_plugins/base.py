@@ -74,11 +74,10 @@ class MedMambaTrainer(nnUNetTrainer):
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
-        from medmamba.networks.plans import build_from_plans
+        from medmamba.networks.plans import build_from_configuration
 
-        return build_from_plans(cls.network_name, configuration_manager.network_arch_init_kwargs,
-                                configuration_manager.network_arch_init_kwargs_req_import,
-                                num_input_channels, num_output_channels, enable_deep_supervision)
+        return build_from_configuration(cls.network_name, configuration_manager, num_input_channels,
+                                        num_output_channels, enable_deep_supervision)
 
     def _do_i_compile(self) -> bool:
         return False

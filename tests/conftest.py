@@ -68,7 +68,10 @@ def nnunet_subprocess_env(folders: dict, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
     env.update(folders)
     env.update(nnUNet_extTrainer=str(NNUNET_TEST_TRAINERS), nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore",
+               # nnU-Net sets torch's threads to the core count on CPU; spinning OpenMP threads on a loaded
+               # machine slow the scan's many small ops down by 10x or more.
+               OMP_WAIT_POLICY="PASSIVE")
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
@@ -94,7 +97,7 @@ def nnunet_phantom_preprocessed(tmp_path_factory) -> dict:
                                       shape=(20, 32, 32), spacing=(2.5, 1.0, 1.0), seed=0, num_labels=2)
         env = nnunet_subprocess_env(folders)
         run_command(["nnUNetv2_plan_and_preprocess", "-d", PHANTOM_DATASET_ID, "-c", "2d", "3d_fullres",
-                     "-np", "1", "--verify_dataset_integrity"], env)
+                     "-np", "1", "-npfp", "1", "--verify_dataset_integrity"], {**env, "nnUNet_n_proc_DA": "1"})
         # nnU-Net's own seeded 5-fold split, written now so that parallel trainings never race to write it.
         from batchgenerators.utilities.file_and_folder_operations import save_json
         from nnunetv2.utilities.crossval_split import generate_crossval_split
