@@ -218,7 +218,7 @@ def convert_png2d(images_dir: os.PathLike, masks_dir: os.PathLike, raw_root: os.
         (tmp / "labelsTr").mkdir()
         mask_arrays = {}
         for case, image_path, mask_path in pairs:
-            mask = read_natural(mask_path)
+            mask = read_natural(mask_path, mask=True)
             if mask.shape[:2] != images[case].shape[:2]:
                 raise MedMambaError(f"{mask_path}: size {mask.shape[1]}x{mask.shape[0]} differs from "
                                     f"{image_path.name}'s {images[case].shape[1]}x{images[case].shape[0]}")

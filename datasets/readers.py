@@ -127,18 +127,18 @@ def read_nibabel(path: os.PathLike):
         raise MedMambaError(f"{path}: unreadable image ({_first_line(err)})") from None
 
 
-def read_natural(path: os.PathLike) -> np.ndarray:
-    """A 2D natural image as uint8 (H, W) or (H, W, 3); alpha and palettes are dropped."""
+def read_natural(path: os.PathLike, mask: bool = False) -> np.ndarray:
+    """A 2D natural image as uint8 (H, W) or (H, W, 3); alpha is dropped. A palette ("P") mask keeps its
+    indices (VOC-style label maps), a palette image becomes RGB."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode in ("L", "RGB"):
+            if img.mode in ("L", "RGB") or (mask and img.mode == "P"):
                 return np.asarray(img)
-            if img.mode in ("1", "P", "LA", "I;16", "I"):
-                grey = img.convert("L") if img.mode != "P" else img.convert("RGB")
-                return np.asarray(grey)
+            if img.mode in ("1", "LA", "I;16", "I"):
+                return np.asarray(img.convert("L"))
             return np.asarray(img.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as err:
         raise MedMambaError(f"{path}: unreadable image ({_first_line(err)})") from None

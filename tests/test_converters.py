@@ -320,3 +320,19 @@ def test_cli_convert_ok_and_bad_input(tmp_path, nnunet_env, capsys):
     assert last.startswith("medmamba convert: error: ") and "prostate_00.nii.gz: unreadable image" in last
     assert "Traceback" not in proc.stderr and proc.stderr.count("error") == 1
     assert sorted(p.name for p in (tmp_path / "nnUNet_raw").iterdir()) == ["Dataset042_Prostate"]
+
+
+def test_png2d_palette_masks_keep_their_indices(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    label = np.zeros((12, 10), np.uint8)
+    label[2:6, 1:4], label[7:11, 5:9] = 1, 2
+    Image.fromarray(np.full((12, 10), 90, np.uint8)).save(images / "voc_1.png")
+    mask = Image.fromarray(label, mode="P")
+    mask.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)
+    mask.save(masks / "voc_1.png")
+    out = convert_png2d(images, masks, tmp_path / "raw", 123, "Voc", verify=False)
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "labelsTr" / "voc_1.png")), label)
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["labels"] == {"background": 0, "label_1": 1, "label_2": 2} and meta["channel_names"] == {"0": "grey"}
