@@ -6,7 +6,7 @@ image-to-image degradation) and low-dose CT noise are ours, as ``MapTransform``s
 """
 from __future__ import annotations
 
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Hashable, Mapping
 
 import numpy as np
 import torch
