@@ -1,0 +1,161 @@
+"""Network efficiency against input size, beside nnU-Net's PlainConvUNet and MONAI's SwinUNETR in the same run.
+
+    python benchmarks/models.py [--device cpu|cuda] [--quick] [--threads N] [--catalog] [--no-sweep] [--goal]
+
+- Sweep (default): every registered segmentation net (default configuration, 1 input channel, 2 classes, batch 1)
+  and the two baselines (`medmamba.evaluation.efficiency.build_baseline`) at square / cubic input edges:
+  parameters, FLOPs (scans included, 2 per multiply-add), median latency and peak memory, profiled by
+  `medmamba.evaluation.efficiency.run_sweep`; every model's ratios against each baseline at the same size.
+  Sizes: GPU 2D 128..1024, 3D 32..160; CPU smaller (--quick: 2D 32, 64; 3D 32).
+  Writes benchmarks/results/models-<device>.json and models-<device>.png.
+- --goal (GPU; issue 4's bar): at 1248^2 (2D) and 256^3 (3D), inference peak memory <= 20% of SwinUNETR's and
+  latency <= half of SwinUNETR's, per segmentation net. On CPU it is recorded as not measured.
+- --catalog: every registry entry at its reference configuration ('paper' preset, reference input, batch 1) via
+  `medmamba.catalog.measure_catalog` -> benchmarks/results/catalog-<device>.json, which `medmamba catalog` merges.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import medmamba
+from medmamba.catalog import measure_catalog
+from medmamba.evaluation import report
+from medmamba.evaluation.efficiency import BASELINES, run_sweep
+from medmamba.io_utils import atomic_file
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZES = {
+    "cuda": {2: [128, 256, 512, 1024], 3: [32, 64, 96, 128, 160]},
+    "cpu": {2: [64, 128, 256], 3: [32, 64]},
+    "cpu-quick": {2: [32, 64], 3: [32]},
+}
+GOAL = {"sizes": {2: 1248, 3: 256}, "memory_ratio_max": 0.2, "latency_ratio_max": 0.5, "against": "swinunetr"}
+RATIO_KEYS = ("params", "flops", "latency_ms", "peak_memory_mb")
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """Each model's figures divided by each baseline's at the same size (same run, same device)."""
+    base = {(r["model"], r["size"]): r for r in rows if r["baseline"] and "error" not in r}
+    out = []
+    for r in rows:
+        if r["baseline"] or "error" in r:
+            continue
+        for b in BASELINES:
+            ref = base.get((b, r["size"]))
+            if ref is None:
+                continue
+            out.append({"model": r["model"], "size": r["size"], "baseline": b,
+                        **{f"{k}_ratio": r[k] / ref[k] for k in RATIO_KEYS if r.get(k) and ref.get(k)}})
+    return out
+
+
+def sweep(device: str, sizes: dict[int, list[int]], repeats: int, warmup: int) -> dict[int, dict]:
+    results = {}
+    for dims, edges in sizes.items():
+        models = medmamba.list_models(task="segmentation", spatial_dims=dims)
+        result = run_sweep(models, edges, dims=dims, device=device, repeats=repeats, warmup=warmup)
+        result["ratios"] = ratios(result["results"])
+        results[dims] = result
+    return results
+
+
+def goal(device: str, repeats: int, warmup: int) -> dict:
+    if device != "cuda":
+        return {**GOAL, "measured": False, "reason": "measured on a GPU only (python benchmarks/models.py --device "
+                "cuda --goal)"}
+    verdicts = []
+    for dims, edge in GOAL["sizes"].items():
+        models = medmamba.list_models(task="segmentation", spatial_dims=dims)
+        rows = run_sweep(models, [edge], dims=dims, device=device, repeats=repeats, warmup=warmup)["results"]
+        for ratio in ratios(rows):
+            if ratio["baseline"] != GOAL["against"]:
+                continue
+            mem, lat = ratio.get("peak_memory_mb_ratio"), ratio.get("latency_ms_ratio")
+            verdicts.append({"model": ratio["model"], "dims": dims, "size": edge, "memory_ratio": mem,
+                             "latency_ratio": lat, "meets_goal": mem is not None and lat is not None
+                             and mem <= GOAL["memory_ratio_max"] and lat <= GOAL["latency_ratio_max"]})
+        swin_ok = any(r["model"] == GOAL["against"] and "error" not in r for r in rows)
+        if not swin_ok:
+            verdicts.append({"dims": dims, "size": edge, "note": "SwinUNETR did not run at this size (see rows)",
+                             "rows": rows})
+    return {**GOAL, "measured": True, "verdicts": verdicts}
+
+
+def plot(results: dict[int, dict], path: Path) -> None:
+    plt = report.pyplot()
+    panels = (("params", "parameters (M)", 1e-6), ("flops", "GFLOPs", 1e-9), ("latency_ms", "latency (ms)", 1.0),
+              ("peak_memory_mb", "peak memory (MiB)", 1.0))
+    fig, axes = plt.subplots(len(results), len(panels), figsize=(20, 4.8 * len(results)), squeeze=False)
+    for row_axes, (dims, result) in zip(axes, sorted(results.items())):
+        rows = result["results"]
+        for ax, (key, label, scale) in zip(row_axes, panels):
+            for name in dict.fromkeys(r["model"] for r in rows):
+                ok = [r for r in rows if r["model"] == name and "error" not in r and r.get(key)]
+                if ok:
+                    ax.loglog([r["voxels"] for r in ok], [r[key] * scale for r in ok],
+                              "k--x" if ok[0]["baseline"] and name == "swinunetr" else
+                              "k:s" if ok[0]["baseline"] else "-o", label=name, markersize=4)
+            ax.set_xlabel(f"input {'pixels' if dims == 2 else 'voxels'} ({dims}D)")
+            ax.set_ylabel(label)
+            ax.grid(True, which="both", alpha=0.3)
+        row_axes[0].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"segmentation nets vs nnU-Net PlainConvUNet (dotted) and MONAI SwinUNETR (dashed), "
+                 f"batch 1, {next(iter(results.values()))['meta']['device']}")
+    fig.tight_layout()
+    with atomic_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="small CPU sizes, one timed repeat")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (CPU)")
+    parser.add_argument("--catalog", action="store_true", help="also measure every entry at its reference config")
+    parser.add_argument("--catalog-models", nargs="+", help="measure only these entries (default: all)")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the size sweep")
+    parser.add_argument("--goal", action="store_true", help="issue 4's 1248^2 / 256^3 check (GPU)")
+    parser.add_argument("--dims", type=int, nargs="+", choices=(2, 3), default=[2, 3],
+                        help="sweep these dims only; the other dims' sweep already in the JSON is kept")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device
+    repeats, warmup = (1, 0) if args.quick else (5, 1)
+    started = time.time()
+    if args.catalog:
+        measure_catalog(args.catalog_models, device=device, path=RESULTS / f"catalog-{device}.json", repeats=repeats, warmup=warmup,
+                        progress=lambda name: print(f"catalog: {name}", flush=True))
+    if args.no_sweep:
+        return
+    key = "cuda" if device == "cuda" else ("cpu-quick" if args.quick else "cpu")
+    path = RESULTS / f"models-{device}.json"
+    results = {int(k[0]): v for k, v in json.loads(path.read_text())["sweeps"].items()} \
+        if path.is_file() else {}
+    results.update(sweep(device, {d: SIZES[key][d] for d in args.dims}, repeats, warmup))
+    out = {
+        "device": device,
+        "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "quick": args.quick,
+        "sweeps": {f"{d}d": r for d, r in sorted(results.items())},
+        "goal": goal(device, repeats, warmup) if args.goal or device == "cuda" else goal("cpu", 0, 0),
+        "seconds_last_run": round(time.time() - started, 1),
+    }
+    with atomic_file(path, suffix=".json") as tmp:
+        report.write_json(tmp, out)
+    plot(results, RESULTS / f"models-{device}.png")
+    print(f"wrote {path} and {path.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
