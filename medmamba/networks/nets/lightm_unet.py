@@ -9,7 +9,7 @@ import torch.nn as nn
 from medmamba.networks.blocks.conv import DepthwiseSeparableConv, as_tuple, conv_nd, instance_norm
 from medmamba.networks.blocks.mamba import ResidualVisionMambaLayer
 from medmamba.networks.nets._unet import SegUNet, UNetDecoder, normalize_strides, per_stage, seg_heads
-from medmamba.registry import Paper, register_model
+from medmamba.registry import Paper, ReportedResult, register_model
 
 
 def _rvm_stage(spatial_dims: int, in_dim: int, out_dim: int, depth: int, d_state: int) -> list[nn.Module]:
@@ -24,6 +24,7 @@ def _rvm_stage(spatial_dims: int, in_dim: int, out_dim: int, depth: int, d_state
     paper=Paper("LightM-UNet: Mamba Assists in Lightweight UNet for Medical Image Segmentation", "arXiv", 2024,
                 "2403.05246"),
     code_url="https://github.com/MrBlankness/LightM-UNet",
+    reported=(ReportedResult("LiTS and Montgomery&Shenzhen, vs nnU-Net (abstract)", "fewer parameters (x)", 116.0),),
     presets={
         "paper": dict(features=(32, 64, 128, 256), strides=(1, 2, 2, 2), depths=(1, 2, 2, 4)),
         "tiny": dict(features=(8, 16, 32), strides=(1, 2, 2), depths=(0, 1, 1), d_state=4),
@@ -35,8 +36,10 @@ def _rvm_stage(spatial_dims: int, in_dim: int, out_dim: int, depth: int, d_state
 )
 def lightm_unet(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
                 features: Sequence[int] = (16, 32, 64, 128), strides: Sequence = (1, 2, 2, 2),
-                depths: int | Sequence[int] = (0, 1, 1, 2), d_state: int = 16, deep_supervision: bool = False):
+                depths: int | Sequence[int] | None = None, d_state: int = 16, deep_supervision: bool = False):
+    """``depths`` RVM layers per stage; by default none at full resolution and one per lower stage."""
     n = len(features)
+    depths = [0] + [1] * (n - 1) if depths is None else depths
     strides = normalize_strides(strides, spatial_dims)
     depths = per_stage(depths, n, "depths")
     pool = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)[spatial_dims - 1]

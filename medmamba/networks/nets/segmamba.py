@@ -27,6 +27,8 @@ def tri_orientated_routes(spatial_dims: int) -> list[Route]:
     paper=Paper("SegMamba: Long-range Sequential Modeling Mamba For 3D Medical Image Segmentation", "MICCAI", 2024,
                 "2401.13560"),
     code_url="https://github.com/ge-xing/SegMamba",
+    reported=(ReportedResult("BraTS2023 (WT)", "Dice", 93.61), ReportedResult("BraTS2023 (TC)", "Dice", 92.65),
+              ReportedResult("BraTS2023 (ET)", "Dice", 87.71)),
     presets={
         "paper": dict(features=(48, 96, 192, 384, 768), strides=(1, 2, 2, 2, 2), depths=(0, 2, 2, 2, 2),
                       n_conv_per_stage=1, mamba_from_stage=1),

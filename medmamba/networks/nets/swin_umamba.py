@@ -32,6 +32,8 @@ class _RefinedSkip(nn.Module):
     scan="4-route cross-scan (2D) / 6-route cross-scan (3D)",
     paper=Paper("Swin-UMamba: Mamba-based UNet with ImageNet-based pretraining", "MICCAI", 2024, "2402.03302"),
     code_url="https://github.com/JiarunLiu/Swin-UMamba",
+    reported=(ReportedResult("AbdomenMRI, Endoscopy, Microscopy: mean gain over U-Mamba_Enc (abstract)",
+                             "score points", 2.72),),
     paper_params_m=59.89,
     presets={
         # VMamba-Tiny encoder (stem at 1/2, VSS stages [2, 2, 9, 2] of 96..768 channels at 1/4..1/32); residual
