@@ -21,13 +21,14 @@ from medmamba.registry import Paper, ReportedResult, register_model
         # The paper's encoder [2, 2, 2, 2] and decoder [2, 2, 2, 1]: its first decoder layer (2 blocks) runs at the
         # bottleneck, counted here as 2 more bottleneck blocks.
         "paper": dict(features=(96, 192, 384, 768), strides=(4, 2, 2, 2), depths=(2, 2, 2, 4),
-                      decoder_depths=(1, 2, 2), d_state=16, drop_path_rate=0.2),
+                      decoder_depths=(1, 2, 2), d_state=16, expand=2, drop_path_rate=0.2),
         "tiny": dict(features=(8, 16, 32), strides=(1, 2, 2), depths=1, decoder_depths=1, d_state=4),
     },
     reference_input={2: (3, 256, 256), 3: (1, 128, 128, 128)},
     trainer="VMUNetTrainer",
     notes="The paper is 2D; the 3D variant scans 6 routes. Under nnU-Net plans (first stride 1) stage 0 is a "
-    "residual conv stage and VSS blocks start at the first downsampled stage.",
+    "residual conv stage and VSS blocks start at the first downsampled stage. The default SS2D expansion is 1 "
+    "(CPU-friendly); the paper's 2 is in preset 'paper'.",
 )
 def vm_unet(
     spatial_dims: int = 2,
@@ -39,11 +40,12 @@ def vm_unet(
     decoder_depths: int | Sequence[int] = 1,
     kernel_sizes: Sequence | None = None,
     d_state: int = 16,
+    expand: float = 1,
     drop_path_rate: float = 0.0,
     deep_supervision: bool = False,
 ):
     return token_unet(
         spatial_dims, in_channels, out_channels,
-        lambda dim, dp: VSSBlock(dim, spatial_dims, mixer="ss", drop_path=dp, d_state=d_state),
+        lambda dim, dp: VSSBlock(dim, spatial_dims, mixer="ss", drop_path=dp, d_state=d_state, expand=expand),
         features, strides, depths, decoder_depths, kernel_sizes, drop_path_rate, deep_supervision,
     )
