@@ -1,0 +1,260 @@
+"""The demo pipeline: every part of medmamba, end to end, on generated data, through the real commands.
+
+Steps run in order; each one records completion in ``<output_dir>/demo_state.json``. A second run with the same
+configuration skips the completed steps; a step that did not complete has its outputs removed and runs again; a
+different configuration starts clean. Nothing from two configurations is ever mixed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from medmamba.errors import MedMambaError
+
+DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
+BIN = Path(sys.executable).parent
+DEMO_TRAINER_SUFFIX = "_demo"
+
+
+def load_config(path: str | os.PathLike | None, device: str | None = None) -> dict:
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise MedMambaError(f"{path}: cannot read the demo configuration ({err})") from None
+    if not isinstance(cfg, dict) or not {"segmentation", "classification", "restoration"} <= cfg.keys():
+        raise MedMambaError(f"{path}: needs the sections segmentation, classification and restoration")
+    if device:
+        cfg["device"] = device
+    if cfg["device"] == "cuda":
+        factor = cfg.get("cuda_budget_factor", 1)
+        cfg["segmentation"]["epochs"] *= factor
+        cfg["segmentation"]["iterations_per_epoch"] *= factor
+        cfg["classification"]["epochs"] *= factor
+        cfg["restoration"]["epochs"] *= factor
+    return cfg
+
+
+def config_hash(cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Step:
+    name: str
+    outputs: Callable[["Demo"], list[Path]]
+    run: Callable[["Demo"], None]
+
+
+class Demo:
+    def __init__(self, cfg: dict, out: Path | None = None):
+        self.cfg = cfg
+        self.out = Path(out or cfg["output_dir"]).resolve()
+        seg = cfg["segmentation"]
+        self.dataset = f"Dataset{seg['dataset_id']:03d}_{seg['dataset_name']}"
+        self.nnunet = {k: self.out / "nnunet" / k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+        self.raw = self.nnunet["nnUNet_raw"] / self.dataset
+        self.trainer_dir = self.out / "trainers"
+        self.logs = self.out / "logs"
+
+    # ---------------------------------------------------------------- helpers
+    @property
+    def seg(self) -> dict:
+        return self.cfg["segmentation"]
+
+    def demo_trainer(self, trainer: str) -> str:
+        return trainer + DEMO_TRAINER_SUFFIX
+
+    def results_folder(self, trainer: str) -> Path:
+        return (self.nnunet["nnUNet_results"] / self.dataset
+                / f"{self.demo_trainer(trainer)}__nnUNetPlans__{self.seg['configuration']}")
+
+    def env(self) -> dict:
+        env = os.environ.copy()
+        env.update({k: str(v) for k, v in self.nnunet.items()})
+        ext = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+        env["nnUNet_extTrainer"] = os.pathsep.join([*ext, str(self.trainer_dir)])
+        env.setdefault("nnUNet_n_proc_DA", "2" if self.cfg["device"] == "cpu" else "8")
+        env["nnUNet_compile"] = "false"
+        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def sh(self, name: str, args: list[str]) -> None:
+        """Run a command, streaming its output to the console and to logs/<name>.log; fail with one line."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = self.logs / f"{name}.log"
+        print(f"    $ {' '.join(args)}", flush=True)
+        with open(log, "w") as fh, subprocess.Popen(args, env=self.env(), stdout=subprocess.PIPE,
+                                                     stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+            for line in proc.stdout:
+                fh.write(line)
+                if line.strip():
+                    print(f"      {line.rstrip()}", flush=True)
+        if proc.returncode:
+            raise MedMambaError(f"{args[0]} failed (exit {proc.returncode}); see {log}")
+
+    def medmamba(self, name: str, *args: str) -> None:
+        self.sh(name, [sys.executable, "-m", "medmamba", *args])
+
+    # ---------------------------------------------------------------- steps
+    def make_data(self) -> None:
+        from medmamba.datasets import phantom
+
+        seg, seed = self.seg, self.cfg["seed"]
+        shape, spacing = tuple(seg["shape"]), tuple(seg["spacing"])
+        raw = phantom.write_nnunet_phantom_3d(self.nnunet["nnUNet_raw"], seg["dataset_id"], seg["dataset_name"],
+                                              n_cases=seg["n_train"], shape=shape, spacing=spacing, seed=seed,
+                                              num_labels=seg["num_labels"])
+        for folder in ("imagesTs", "labelsTs"):
+            (raw / folder).mkdir()
+        for i in range(seg["n_test"]):
+            image, label = phantom.phantom_3d(shape, spacing, seg["num_labels"], seed=10_000 + seed + i)
+            phantom.write_sitk(image, raw / "imagesTs" / f"test_{i:03d}_0000.nii.gz", spacing)
+            phantom.write_sitk(label, raw / "labelsTs" / f"test_{i:03d}.nii.gz", spacing)
+        cls, res = self.cfg["classification"], self.cfg["restoration"]
+        phantom.write_classification_2d(self.out / "data" / "classification", n_per_class=cls["n_per_class"],
+                                        shape=(cls["image_size"],) * 2, seed=seed)
+        phantom.write_restoration_pairs(self.out / "data" / "restoration", n_cases=res["n_cases"],
+                                        shape=(res["image_size"],) * 2, degradation=res["degradation"], seed=seed)
+
+    def plan(self) -> None:
+        self.sh("plan_and_preprocess", [str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(self.seg["dataset_id"]),
+                                        "-c", self.seg["configuration"], "-np", "2", "--verify_dataset_integrity"])
+
+    def write_demo_trainers(self) -> None:
+        """Budgeted subclasses of the trainers, in a folder of our own on nnUNet_extTrainer."""
+        from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+        seg = self.seg
+        lines = ['"""Demo budgets, written by `medmamba demo` from its configuration."""', "import torch"]
+        for trainer in seg["trainers"]:
+            base = recursive_find_trainer_class_by_name(trainer)
+            # nnU-Net records __init__'s named arguments, so the signature is spelled out.
+            lines += [
+                f"from {base.__module__} import {trainer}", "", "",
+                f"class {self.demo_trainer(trainer)}({trainer}):",
+                "    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,",
+                "                 device: torch.device = torch.device('cuda')):",
+                "        super().__init__(plans, configuration, fold, dataset_json, device)",
+                f"        self.num_epochs = {seg['epochs']}",
+                f"        self.num_iterations_per_epoch = {seg['iterations_per_epoch']}",
+                f"        self.num_val_iterations_per_epoch = {seg['val_iterations_per_epoch']}", "", "",
+            ]
+        self.trainer_dir.mkdir(parents=True, exist_ok=True)
+        (self.trainer_dir / "demo_trainers.py").write_text("\n".join(lines).rstrip() + "\n")
+
+    def train(self, trainer: str) -> None:
+        self.write_demo_trainers()
+        seg = self.seg
+        self.sh(f"train_{trainer}", [str(BIN / "nnUNetv2_train"), str(seg["dataset_id"]), seg["configuration"],
+                                     str(seg["fold"]), "-tr", self.demo_trainer(trainer), "-device", self.cfg["device"]])
+
+    def predict(self, trainer: str) -> None:
+        seg = self.seg
+        self.sh(f"predict_{trainer}", [
+            str(BIN / "nnUNetv2_predict"), "-i", str(self.raw / "imagesTs"), "-o", str(self.out / "predictions" / trainer),
+            "-d", str(seg["dataset_id"]), "-c", seg["configuration"], "-f", str(seg["fold"]),
+            "-tr", self.demo_trainer(trainer), "-device", self.cfg["device"], "-npp", "1", "-nps", "1"])
+
+    def evaluate(self, trainer: str) -> None:
+        self.medmamba(f"evaluate_{trainer}", "evaluate", "seg", "--pred", str(self.out / "predictions" / trainer),
+                      "--ref", str(self.raw / "labelsTs"), "--dataset-json", str(self.raw / "dataset.json"),
+                      "--nsd-tolerance", str(self.seg["nsd_tolerance_mm"]), "-o", str(self.out / "evaluation" / trainer))
+
+    def slicer(self) -> None:
+        trainer = self.seg["trainers"][0]
+        model = self.out / "slicer" / f"{trainer}.zip"
+        self.medmamba("export_slicer", "export-slicer", str(self.results_folder(trainer)), "-o", str(model),
+                      "--folds", str(self.seg["fold"]))
+        first = sorted((self.raw / "imagesTs").iterdir())[0]
+        self.medmamba("predict_slicer", "predict", "--model", str(model), "-i", str(first),
+                      "-o", str(self.out / "slicer"), "--format", "seg.nrrd", "--device", self.cfg["device"])
+
+    def classification(self) -> None:
+        cls, run = self.cfg["classification"], self.out / "classification"
+        self.medmamba("train_cls", "train", "cls", "--model", cls["model"], "--preset", cls["preset"], "--data", str(self.out / "data" / "classification"),
+                      "--epochs", str(cls["epochs"]), "--batch-size", str(cls["batch_size"]),
+                      "--seed", str(self.cfg["seed"]), "--device", self.cfg["device"], "--out", str(run / "train"))
+        self.medmamba("evaluate_cls", "evaluate", "cls", "--pred", str(run / "train" / "predictions.csv"),
+                      "--ref", str(run / "train" / "labels.csv"), "-o", str(run / "evaluation"))
+
+    def restoration(self) -> None:
+        res, run = self.cfg["restoration"], self.out / "restoration"
+        self.medmamba("train_restore", "train", "restore", "--model", res["model"], "--preset", res["preset"],
+                      "--data", str(self.out / "data" / "restoration"), "--degradation", res["degradation"],
+                      "--epochs", str(res["epochs"]), "--batch-size", str(res["batch_size"]),
+                      "--seed", str(self.cfg["seed"]), "--device", self.cfg["device"], "--out", str(run / "train"))
+        self.medmamba("evaluate_restore", "evaluate", "restore", "--pred", str(run / "train" / "predictions"),
+                      "--ref", str(self.out / "data" / "restoration" / "test" / "clean"), "-o", str(run / "evaluation"))
+
+    def efficiency(self) -> None:
+        from medmamba.demo.efficiency import compare_plans_networks
+
+        compare_plans_networks(self)
+
+    def report(self) -> None:
+        from medmamba.demo.report import write_report
+
+        write_report(self)
+
+    # ---------------------------------------------------------------- orchestration
+    def steps(self) -> list[Step]:
+        trainers = self.seg["trainers"]
+        steps = [
+            Step("data", lambda d: [d.out / "data", d.raw], Demo.make_data),
+            Step("plan", lambda d: [d.nnunet["nnUNet_preprocessed"] / d.dataset], Demo.plan),
+        ]
+        for t in trainers:
+            steps.append(Step(f"train {t}", lambda d, t=t: [d.results_folder(t)], lambda d, t=t: d.train(t)))
+            steps.append(Step(f"predict {t}", lambda d, t=t: [d.out / "predictions" / t], lambda d, t=t: d.predict(t)))
+            steps.append(Step(f"evaluate {t}", lambda d, t=t: [d.out / "evaluation" / t], lambda d, t=t: d.evaluate(t)))
+        steps += [
+            Step("slicer export", lambda d: [d.out / "slicer"], Demo.slicer),
+            Step("classification", lambda d: [d.out / "classification"], Demo.classification),
+            Step("restoration", lambda d: [d.out / "restoration"], Demo.restoration),
+            Step("efficiency", lambda d: [d.out / "efficiency.json"], Demo.efficiency),
+            Step("report", lambda d: [d.out / "report.html"], Demo.report),
+        ]
+        return steps
+
+    def run(self) -> Path:
+        state_file = self.out / "demo_state.json"
+        digest = config_hash(self.cfg)
+        state = json.loads(state_file.read_text()) if state_file.exists() else None
+        if state and state.get("config") != digest:
+            print(f"medmamba demo: the configuration changed; starting clean in {self.out}", flush=True)
+            shutil.rmtree(self.out)
+            state = None
+        if state is None and self.out.exists() and any(self.out.iterdir()):
+            raise MedMambaError(f"{self.out}: exists and was not made by `medmamba demo`; choose another output_dir")
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = state or {"config": digest, "done": {}}
+        state_file.write_text(json.dumps(state, indent=2))
+        steps = self.steps()
+        for i, step in enumerate(steps, 1):
+            if step.name in state["done"]:
+                print(f"[{i}/{len(steps)}] {step.name}: done in an earlier run, reused", flush=True)
+                continue
+            print(f"[{i}/{len(steps)}] {step.name}", flush=True)
+            for path in step.outputs(self):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+            start = time.perf_counter()
+            step.run(self)
+            state["done"][step.name] = round(time.perf_counter() - start, 1)
+            state_file.write_text(json.dumps(state, indent=2))
+        print(f"medmamba demo: report written to {self.out / 'report.html'}", flush=True)
+        return self.out / "report.html"
