@@ -4,6 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medmamba-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# nnU-Net trains on every core; OpenMP threads that spin while waiting starve the scans on a busy CPU.
+export OMP_WAIT_POLICY ?= PASSIVE
+# Text I/O in UTF-8 whatever the locale (nnU-Net and tqdm print non-ASCII characters).
+export PYTHONUTF8 := 1
 
 .PHONY: demo test docs install browser clean
 

@@ -331,7 +331,7 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise MedMambaError(f"{path}: missing (an MSD task folder holds dataset.json, imagesTr, labelsTr)")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise MedMambaError(f"{path}: invalid JSON ({err})") from None
 

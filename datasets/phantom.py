@@ -290,7 +290,7 @@ def write_restoration_pairs(out_dir, n_cases: int = 8, shape=(64, 64), degradati
 
 
 def _write_csv(path: Path, header: list[str], rows) -> None:
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)

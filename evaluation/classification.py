@@ -33,7 +33,7 @@ PROB_PREFIX = "prob_"
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             fields = reader.fieldnames or []
             rows = list(reader)

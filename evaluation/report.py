@@ -55,7 +55,7 @@ def _cell(value: Any) -> str:
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for row in rows:
@@ -125,4 +125,4 @@ def write_outputs(out_dir: Path, result: dict[str, Any], columns: Sequence[str],
     """metrics.json (``result``), metrics.csv (``result["cases"]`` with ``columns``) and report.md."""
     write_json(out_dir / "metrics.json", result)
     write_csv(out_dir / "metrics.csv", result["cases"], columns)
-    (out_dir / "report.md").write_text(report_md)
+    (out_dir / "report.md").write_text(report_md, encoding="utf-8")

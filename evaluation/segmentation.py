@@ -60,7 +60,7 @@ class Label:
 def labels_from_dataset_json(path: Path) -> tuple[list[Label], int | None]:
     """Foreground labels (not 0, not ``ignore``) of an nnU-Net dataset.json, and the ignore value."""
     try:
-        labels = json.loads(Path(path).read_text())["labels"]
+        labels = json.loads(Path(path).read_text(encoding="utf-8"))["labels"]
         ignore = labels.get("ignore")
         out = []
         for name, value in labels.items():

@@ -90,7 +90,7 @@ def load_measurements(path: Path | None = None) -> dict[str, dict[str, Any]]:
     path = Path(path) if path is not None else measurements_path("cpu")
     if not path.is_file():
         return {}
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def catalog_rows(task: str | None = None, spatial_dims: int | None = None,

@@ -14,7 +14,7 @@ def run(args) -> int:
     from medmamba.demo import DEFAULT_CONFIG, Demo, load_config
 
     if args.print_config:
-        print(DEFAULT_CONFIG.read_text(), end="")
+        print(DEFAULT_CONFIG.read_text(encoding="utf-8"), end="")
         return 0
     Demo(load_config(args.config, args.device), args.output).run()
     return 0

@@ -14,7 +14,7 @@ def plans_networks(demo) -> tuple[dict[str, torch.nn.Module], tuple[int, ...]]:
 
     plans = PlansManager(str(demo.nnunet["nnUNet_preprocessed"] / demo.dataset / "nnUNetPlans.json"))
     config = plans.get_configuration(demo.seg["configuration"])
-    dataset_json = json.loads((demo.raw / "dataset.json").read_text())
+    dataset_json = json.loads((demo.raw / "dataset.json").read_text(encoding="utf-8"))
     label_manager = plans.get_label_manager(dataset_json)
     n_in = determine_num_input_channels(plans, config, dataset_json)
     nets = {}

@@ -29,7 +29,7 @@ DEMO_TRAINER_SUFFIX = "_demo"
 def load_config(path: str | os.PathLike | None, device: str | None = None) -> dict:
     path = Path(path) if path else DEFAULT_CONFIG
     try:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as err:
         raise MedMambaError(f"{path}: cannot read the demo configuration ({err})") from None
     if not isinstance(cfg, dict) or not {"segmentation", "classification", "restoration"} <= cfg.keys():
@@ -86,6 +86,7 @@ class Demo:
         env["nnUNet_extTrainer"] = os.pathsep.join([*ext, str(self.trainer_dir)])
         env.setdefault("nnUNet_n_proc_DA", "2" if self.cfg["device"] == "cpu" else "8")
         env["nnUNet_compile"] = "false"
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin against the trainer's
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -95,8 +96,9 @@ class Demo:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{name}.log"
         print(f"    $ {' '.join(args)}", flush=True)
-        with open(log, "w") as fh, subprocess.Popen(args, env=self.env(), stdout=subprocess.PIPE,
-                                                     stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        with open(log, "w", encoding="utf-8") as fh, subprocess.Popen(
+                args, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                encoding="utf-8", errors="replace", bufsize=1) as proc:
             for line in proc.stdout:
                 fh.write(line)
                 if line.strip():
@@ -231,7 +233,7 @@ class Demo:
     def run(self) -> Path:
         state_file = self.out / "demo_state.json"
         digest = config_hash(self.cfg)
-        state = json.loads(state_file.read_text()) if state_file.exists() else None
+        state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.exists() else None
         if state and state.get("config") != digest:
             print(f"medmamba demo: the configuration changed; starting clean in {self.out}", flush=True)
             shutil.rmtree(self.out)

@@ -54,7 +54,7 @@ def table(header: list[str], rows: list[list]) -> str:
 
 
 def seg_summary(demo) -> tuple[str, dict]:
-    summaries = {t: json.loads((demo.out / "evaluation" / t / "metrics.json").read_text())["summary"]
+    summaries = {t: json.loads((demo.out / "evaluation" / t / "metrics.json").read_text(encoding="utf-8"))["summary"]
                  for t in demo.seg["trainers"]}
     labels = sorted({label for s in summaries.values() for label in s})
     rows, mean_dice = [], {}
@@ -124,7 +124,7 @@ def overlays(demo, max_cases: int = 3) -> str:
 
 def eval_section(folder: Path, keys: list[str], group: str | None = None) -> str:
     """The harness's summary values for ``keys`` (means when summarised per case), then its plots."""
-    summary = json.loads((folder / "metrics.json").read_text())["summary"]
+    summary = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["summary"]
     summary = summary[group] if group else summary
     rows = [[k, summary[k]["mean"] if isinstance(summary[k], dict) else summary[k]] for k in keys]
     pictures = "".join(png_file(p) for p in sorted(folder.glob("*.png")))
@@ -146,7 +146,7 @@ def restoration_pictures(demo, max_cases: int = 3) -> str:
 
 
 def efficiency_table(demo) -> str:
-    eff = json.loads((demo.out / "efficiency.json").read_text())
+    eff = json.loads((demo.out / "efficiency.json").read_text(encoding="utf-8"))
     keys = ["params", "flops", "latency_ms", "peak_memory_mb"]
     rows = [[name] + [row.get(k) for k in keys] for name, row in eff["networks"].items()]
     return (f"<p>Networks as the trainers build them from the demo's plans, input {tuple(eff['input_shape'])}, "
@@ -155,7 +155,7 @@ def efficiency_table(demo) -> str:
 
 def write_report(demo) -> Path:
     seg_table, mean_dice = seg_summary(demo)
-    state = json.loads((demo.out / "demo_state.json").read_text())
+    state = json.loads((demo.out / "demo_state.json").read_text(encoding="utf-8"))
     seg = demo.seg
     sections = [
         f"<h1>medmamba demo report</h1><p class='note'>Phantom dataset {html.escape(demo.dataset)}: "
@@ -180,5 +180,5 @@ def write_report(demo) -> Path:
            f"</head><body>{''.join(sections)}</body></html>")
     target = demo.out / "report.html"
     with atomic_file(target, suffix=".html") as tmp:
-        tmp.write_text(doc)
+        tmp.write_text(doc, encoding="utf-8")
     return target

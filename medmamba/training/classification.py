@@ -33,7 +33,7 @@ def read_labelled_split(folder: Path) -> list[dict]:
     labels_csv = folder / "labels.csv"
     if not labels_csv.is_file():
         raise MedMambaError(f"{labels_csv}: missing (a classification split holds images/ and labels.csv)")
-    with open(labels_csv, newline="") as f:
+    with open(labels_csv, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"case", "label"} <= set(reader.fieldnames):
             raise MedMambaError(f"{labels_csv}: needs the columns case,label")
@@ -62,7 +62,7 @@ def _class_names(data_dir: Path, items: list[dict]) -> list[str]:
     meta = data_dir / "dataset.json"
     if meta.is_file():
         try:
-            classes = json.loads(meta.read_text()).get("classes")
+            classes = json.loads(meta.read_text(encoding="utf-8")).get("classes")
         except json.JSONDecodeError as err:
             raise MedMambaError(f"{meta}: invalid JSON ({err})") from None
         if classes:
@@ -194,12 +194,12 @@ def _predict(net, loader, dev, amp) -> tuple[np.ndarray, np.ndarray]:
 
 def write_predictions(out_dir: Path, items: list[dict], classes: list[str], probs: np.ndarray) -> None:
     """``predictions.csv`` (case, prob_<class>..., pred) and the reference ``labels.csv`` (case,label)."""
-    with atomic_file(out_dir / "predictions.csv", suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+    with atomic_file(out_dir / "predictions.csv", suffix=".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["case", *[f"prob_{c}" for c in classes], "pred"])
         for it, p in zip(items, probs):
             writer.writerow([it["case"], *[f"{v:.6g}" for v in p], classes[int(np.argmax(p))]])
-    with atomic_file(out_dir / "labels.csv", suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+    with atomic_file(out_dir / "labels.csv", suffix=".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["case", "label"])
         writer.writerows([it["case"], it["label_name"]] for it in items)

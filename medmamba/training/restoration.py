@@ -77,7 +77,7 @@ def train_restoration(data_dir, out_dir, model: str = "mambair", degradation: st
     test_items = []
     if (data_dir / "test").is_dir():
         test_items = read_pairs(data_dir / "test", paired or (data_dir / "test" / "degraded").is_dir())
-    stored = json.loads((data_dir / "dataset.json").read_text()) if (data_dir / "dataset.json").is_file() else {}
+    stored = json.loads((data_dir / "dataset.json").read_text(encoding="utf-8")) if (data_dir / "dataset.json").is_file() else {}
     shift, scale = INTENSITY.get(degradation or stored.get("degradation", ""), (0.0, 1.0))
     size = [s for s in read_sitk(train_items[0]["target"]).GetSize() if s > 1][::-1]
     patch = tuple(patch_size or [min(48, s) for s in size])

@@ -48,7 +48,7 @@ from monai.transforms.inverse import InvertibleTransform
 def _load_json(value: dict | str | os.PathLike) -> dict:
     if isinstance(value, dict):
         return value
-    with open(value) as f:
+    with open(value, encoding="utf-8") as f:
         return json.load(f)
 
 

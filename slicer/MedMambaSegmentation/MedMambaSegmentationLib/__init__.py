@@ -51,7 +51,7 @@ def run_command(command: list[str], on_line: Callable[[str], None] | None = None
     """Run ``command``, passing each output line (stdout and stderr, progress bars included) to ``on_line``;
     raise PredictionError with the last non-empty line if it fails."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               bufsize=1, errors="replace")
+                               bufsize=1, encoding="utf-8", errors="replace")
     last = ""
     for line in process.stdout:
         for part in line.replace("\r", "\n").splitlines():  # tqdm redraws with \r
