@@ -17,14 +17,13 @@ from medmamba.training.common import (
     CHECKPOINT_LATEST,
     autocast,
     epoch_seed,
+    finish_epoch,
     load_checkpoint,
     make_scaler,
     resolve_device,
-    save_checkpoint,
     set_cosine_lr,
     seed_everything,
     split_validation,
-    write_history,
 )
 
 
@@ -159,17 +158,8 @@ def train_classifier(data_dir, out_dir, model: str = "medmamba_t", epochs: int =
         if val_part:
             probs, labels = _predict(net, val_loader, dev, amp)
             entry["accuracy"] = float((probs.argmax(1) == labels).mean())
-        score = entry.get("accuracy", -entry["train_loss"])
-        history.append(entry)
-        state = dict(model=net.state_dict(), optimizer=optimizer.state_dict(),
-                     scaler=scaler.state_dict(), epoch=epoch + 1, history=history, config=config)
-        if score > best:
-            best = score
-            save_checkpoint(out_dir / CHECKPOINT_BEST, best=best, **state)
-        save_checkpoint(out_dir / CHECKPOINT_LATEST, best=best, **state)
-        write_history(out_dir, history, "accuracy")
-        if progress:
-            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()))
+        best = finish_epoch(out_dir, entry, "accuracy", history, best, progress, model=net.state_dict(),
+                            optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), config=config)
 
     if test_items and (out_dir / CHECKPOINT_BEST).is_file():
         net.load_state_dict(load_checkpoint(out_dir / CHECKPOINT_BEST)["model"])

@@ -85,6 +85,25 @@ def write_history(out_dir: Path, history: list[dict], metric: str) -> None:
     plt.close(fig)
 
 
+def finish_epoch(out_dir: Path, entry: dict, metric: str, history: list[dict], best: float, progress: bool,
+                 **state: Any) -> float:
+    """Record an epoch: history, curves, latest checkpoint and best checkpoint (by ``metric``, else by the lowest
+    training loss). Returns the best score so far."""
+    from tqdm import tqdm
+
+    score = entry.get(metric, -entry["train_loss"])
+    history.append(entry)
+    state.update(epoch=entry["epoch"], history=history)
+    if score > best:
+        best = score
+        save_checkpoint(out_dir / CHECKPOINT_BEST, best=best, **state)
+    save_checkpoint(out_dir / CHECKPOINT_LATEST, best=best, **state)
+    write_history(out_dir, history, metric)
+    if progress:
+        tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()))
+    return best
+
+
 def split_validation(cases: list, fraction: float, seed: int) -> tuple[list, list]:
     """Deterministic split of ``cases`` into (train, validation); no validation when ``fraction`` is 0."""
     if fraction <= 0 or len(cases) < 2:

@@ -17,14 +17,13 @@ from medmamba.training.common import (
     CHECKPOINT_LATEST,
     autocast,
     epoch_seed,
+    finish_epoch,
     load_checkpoint,
     make_scaler,
     resolve_device,
-    save_checkpoint,
     set_cosine_lr,
     seed_everything,
     split_validation,
-    write_history,
 )
 
 # Network-side intensity scaling ``(x - shift) / scale`` per degradation: CT in HU maps air to 0, water to 1.
@@ -133,17 +132,8 @@ def train_restoration(data_dir, out_dir, model: str = "mambair", degradation: st
         if val_part:
             eval_tf.set_random_state(seed=seed)  # the same degraded validation images every epoch
             entry["psnr"] = _mean_psnr(net, Dataset(val_part, eval_tf), infer)
-        score = entry.get("psnr", -entry["train_loss"])
-        history.append(entry)
-        state = dict(model=net.state_dict(), optimizer=optimizer.state_dict(),
-                     scaler=scaler.state_dict(), epoch=epoch + 1, history=history, config=config)
-        if score > best:
-            best = score
-            save_checkpoint(out_dir / CHECKPOINT_BEST, best=best, **state)
-        save_checkpoint(out_dir / CHECKPOINT_LATEST, best=best, **state)
-        write_history(out_dir, history, "psnr")
-        if progress:
-            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()))
+        best = finish_epoch(out_dir, entry, "psnr", history, best, progress, model=net.state_dict(),
+                            optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), config=config)
 
     if test_items and (out_dir / CHECKPOINT_BEST).is_file():
         net.load_state_dict(load_checkpoint(out_dir / CHECKPOINT_BEST)["model"])
