@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import torch
 import torch.nn as nn
 
 from medmamba.networks.blocks.conv import conv_stage
 from medmamba.networks.blocks.patch import ChannelsFirst, ChannelsLast, PatchEmbed, PatchExpanding, PatchMerging
-from medmamba.networks.nets._unet import SegUNet, UNetDecoder, normalize_strides, per_stage, seg_heads
+from medmamba.networks.nets._unet import (SegUNet, UNetDecoder, drop_path_rates, normalize_strides, per_stage,
+                                          seg_heads)
 
 BlockFactory = Callable[[int, float], nn.Module]  # (dim, drop_path) -> channels-last block
 
@@ -44,7 +44,7 @@ def token_unet(
     kernel = kernel_sizes[0] if kernel_sizes is not None else 3
     conv_first = all(s == 1 for s in strides[0])
     token_counts = depths[1:] if conv_first else depths
-    rates = iter(torch.linspace(0, drop_path_rate, max(1, sum(token_counts))).tolist())
+    rates = iter(drop_path_rates(drop_path_rate, sum(token_counts)))
 
     def blocks(dim: int, count: int) -> list[nn.Module]:
         return [make_block(dim, next(rates)) for _ in range(count)]
@@ -58,7 +58,7 @@ def token_unet(
                                          ChannelsFirst()))
         else:
             encoder.append(_tokens(PatchMerging(spatial_dims, features[i - 1], f, s), *blocks(f, depths[i])))
-    rates = iter(torch.linspace(0, drop_path_rate, max(1, sum(decoder_depths))).tolist()[::-1])
+    rates = iter(drop_path_rates(drop_path_rate, sum(decoder_depths))[::-1])
     stages: list[nn.Module] = [nn.Identity()] * (n - 1)
     for i in reversed(range(n - 1)):
         if i == 0 and conv_first:

@@ -21,6 +21,12 @@ def normalize_strides(strides: Sequence, spatial_dims: int) -> list[tuple[int, .
     return [as_tuple(s, spatial_dims) for s in strides]
 
 
+def drop_path_rates(rate: float, count: int) -> list[float]:
+    """Stochastic-depth rates rising linearly from 0 to ``rate`` over ``count`` blocks (plain floats, so that
+    building on the ``meta`` device never reads a tensor)."""
+    return [rate * i / max(1, count - 1) for i in range(count)]
+
+
 def per_stage(value, n_stages: int, name: str) -> list:
     """An int (same for every stage) or a sequence of ``n_stages`` values."""
     values = [value] * n_stages if isinstance(value, (int, float)) else list(value)
@@ -51,6 +57,19 @@ class UNetDecoder(nn.Module):
             elif self.deep_supervision:
                 outputs.append(self.heads[i](x))
         return outputs[::-1]
+
+
+class RefinedSkip(nn.Module):
+    """An encoder stage whose skip goes through ``refine`` (UNETR's encoder blocks, e.g. lifting the width)
+    while the next stage gets the stage's own output."""
+
+    def __init__(self, body: nn.Module, refine: nn.Module):
+        super().__init__()
+        self.body, self.refine = body, refine
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.body(x)
+        return x, self.refine(x)
 
 
 class SegUNet(nn.Module):

@@ -32,7 +32,12 @@ def _rvm_stage(spatial_dims: int, in_dim: int, out_dim: int, depth: int, d_state
     reference_input={2: (1, 512, 512), 3: (1, 128, 128, 128)},
     trainer="LightMUNetTrainer",
     notes="Stage 0 runs RVM layers at full resolution as in the paper; the default (depth 0 there) skips that "
-    "costly scan. The paper's bottleneck RVM layers are the last stage's.",
+    "costly scan. The paper's bottleneck RVM layers are the last stage's. No parameter count is checked: the "
+    "paper's table could not be read here (its README says ~1M), and the official trainer's configuration "
+    "(init_filters 32, blocks_down (1, 2, 2, 4) of two-RVM residual blocks after a downsampling RVM layer, "
+    "blocks_up (1, 1, 1)) builds 5.0M parameters (counted from MrBlankness/LightM-UNet nets/LightMUNet.py), "
+    "which does not agree with ~1M. The 'paper' preset follows the paper's text: 1, 2, 2, 4 RVM layers per stage "
+    "at 32..256 channels.",
 )
 def lightm_unet(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
                 features: Sequence[int] = (16, 32, 64, 128), strides: Sequence = (1, 2, 2, 2),

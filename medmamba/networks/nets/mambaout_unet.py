@@ -21,7 +21,8 @@ from medmamba.registry import Paper, ReportedResult, register_model
     reference_input={2: (3, 256, 256), 3: (1, 128, 128, 128)},
     trainer="MambaOutTrainer",
     notes="MambaOut has no segmentation U-Net of its own: this is vm_unet with every VSS block replaced by a gated "
-    "CNN block ('paper' preset = vm_unet's), so the two differ only in the SSM.",
+    "CNN block ('paper' preset = vm_unet's), so the two differ only in the SSM. Our own baseline: no paper "
+    "parameter count exists for it.",
 )
 def mambaout_unet(spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2,
                   features: Sequence[int] = (16, 32, 64, 128), strides: Sequence = (1, 2, 2, 2),

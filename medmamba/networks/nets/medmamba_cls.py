@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from medmamba.networks.blocks.patch import PatchEmbed, PatchMerging
 from medmamba.networks.blocks.ss_conv_ssm import SSConvSSM
+from medmamba.networks.nets._unet import drop_path_rates
 from medmamba.registry import Paper, ReportedResult, register_model
 
 
@@ -33,7 +34,7 @@ class MedMambaClassifier(nn.Module):
             raise ValueError(f"dims {dims} and depths {list(depths)} need one value per stage")
         self.patch_embed = PatchEmbed(spatial_dims, in_channels, dims[0], patch_size)
         total = sum(depths)
-        rates = [drop_path_rate * i / max(1, total - 1) for i in range(total)]
+        rates = drop_path_rates(drop_path_rate, total)
         stages = []
         for i, (depth, dim) in enumerate(zip(depths, dims)):
             start = sum(depths[:i])

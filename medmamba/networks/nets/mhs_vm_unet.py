@@ -25,7 +25,9 @@ from medmamba.registry import Paper, ReportedResult, register_model
     trainer="MHSVMTrainer",
     notes="The paper is 2D with hand-made scan patterns (zigzag, spiral, diagonal) per head; here heads take "
     "the kernels' cross-scan routes round-robin (2D: 2 heads, 3D: 3 heads by default, each a route and its "
-    "reverse). Under nnU-Net plans (first stride 1) stage 0 is a residual conv stage.",
+    "reverse). Under nnU-Net plans (first stride 1) stage 0 is a residual conv stage. No parameter count is "
+    "checked: the paper reports fewer parameters than VM-UNet, but its table could not be read from the sources "
+    "available here (the 'paper' preset is VM-UNet's topology with MHS blocks).",
 )
 def mhs_vm_unet(
     spatial_dims: int = 2,

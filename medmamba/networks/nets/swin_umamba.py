@@ -3,28 +3,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn as nn
 
 from medmamba.networks.blocks.conv import ResConvBlock, conv_stage
 from medmamba.networks.blocks.patch import ChannelsFirst, ChannelsLast, PatchMerging
 from medmamba.networks.blocks.ssnd import VSSBlock
 from medmamba.networks.nets._conv_unet import conv_decoder
-from medmamba.networks.nets._unet import SegUNet, normalize_strides, per_stage
+from medmamba.networks.nets._unet import RefinedSkip, SegUNet, drop_path_rates, normalize_strides, per_stage
 from medmamba.registry import Paper, ReportedResult, register_model
-
-
-class _RefinedSkip(nn.Module):
-    """An encoder stage whose skip goes through ``refine`` (UNETR's encoder blocks) while the next stage gets
-    the stage's own output."""
-
-    def __init__(self, body: nn.Module, refine: nn.Module):
-        super().__init__()
-        self.body, self.refine = body, refine
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.body(x)
-        return x, self.refine(x)
 
 
 @register_model(
@@ -63,7 +49,7 @@ def swin_umamba(spatial_dims: int = 2, in_channels: int = 1, out_channels: int =
     enc = per_stage(features if encoder_features is None else encoder_features, n, "encoder_features")
     if enc[-1] != features[-1]:
         raise ValueError("the last stage feeds the decoder directly: encoder_features[-1] must equal features[-1]")
-    rates = iter(torch.linspace(0, drop_path_rate, max(1, sum(depths[conv_stages:]))).tolist())
+    rates = iter(drop_path_rates(drop_path_rate, sum(depths[conv_stages:])))
     encoder: list[nn.Module] = []
     for i, f in enumerate(enc):
         prev = enc[i - 1] if i else in_channels
@@ -74,7 +60,7 @@ def swin_umamba(spatial_dims: int = 2, in_channels: int = 1, out_channels: int =
             body = nn.Sequential(ChannelsLast(), PatchMerging(spatial_dims, prev, f, strides[i]), *blocks,
                                  ChannelsFirst())
         refine_skip = i < n - 1 and (i >= conv_stages or f != features[i])
-        encoder.append(_RefinedSkip(body, ResConvBlock(spatial_dims, f, features[i], kernels[i])) if refine_skip
+        encoder.append(RefinedSkip(body, ResConvBlock(spatial_dims, f, features[i], kernels[i])) if refine_skip
                        else body)
     decoder = conv_decoder(spatial_dims, out_channels, features, strides, kernels,
                            per_stage(n_conv_per_stage_decoder, n - 1, "n_conv_per_stage_decoder"), True,

@@ -12,6 +12,7 @@ from monai.networks.layers import DropPath
 
 from medmamba.networks.blocks.conv import as_tuple, conv_nd
 from medmamba.networks.blocks.mamba import MambaMixer
+from medmamba.networks.nets._unet import drop_path_rates
 from medmamba.registry import Paper, ReportedResult, register_model
 
 
@@ -56,7 +57,7 @@ class VisionMamba(nn.Module):
         self.patch_embed.padding = (0,) * spatial_dims
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, math.prod(self.grid) + 1, embed_dim))
-        rates = [drop_path_rate * i / max(1, depth - 1) for i in range(depth)]
+        rates = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(*[BidirectionalMambaBlock(embed_dim, d_state, r) for r in rates])
         self.norm = nn.RMSNorm(embed_dim, eps=1e-5)
         self.head = nn.Linear(embed_dim, out_channels)
