@@ -72,7 +72,7 @@ CASES = [
     ("no_D_no_bias", dict(dim=7, L=33, N=3, with_D=False, with_bias=False), True, True),
     ("z_only", dict(batch=1, dim=3, L=12, with_D=False, with_bias=False), False, False),
 ]
-LONG_CASES = [  # several torch chunks (CHUNK_SIZE=64) with a remainder; too slow for the Triton interpreter
+LONG_CASES = [  # several torch chunks (chunk_length(150) = 16) with a remainder; too slow for the Triton interpreter
     ("long_G2", dict(batch=1, dim=4, L=150, G=2), True, True),
 ]
 
@@ -119,15 +119,20 @@ def test_torch_backend_matches_reference(case):
     check_against_reference(fn, make_inputs(**kwargs), softplus, last_state, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 4, 7])
-def test_torch_chunk_boundaries(chunk_size):
-    """Small chunks: the state carried across many chunk boundaries, remainder chunk included."""
-    fn = lambda **kw: selective_scan_torch(**kw, return_last_state=True, chunk_size=chunk_size)
-    check_against_reference(fn, make_inputs(dim=4, L=30, G=2), True, True, atol=2e-5, rtol=1e-4)
+@pytest.mark.parametrize("chunk_size, block_steps", [(1, None), (4, 8), (7, 7), (3, 16)])
+def test_torch_chunk_and_block_boundaries(chunk_size, block_steps):
+    """Small chunks and blocks: the state (and the adjoint) carried across many chunk and block boundaries,
+    remainder chunk and block included."""
+    inputs = make_inputs(dim=4, L=30, G=2)
+    per_step = 2 * 4 * 4  # batch * dim * N
+    fn = lambda **kw: selective_scan_torch(**kw, return_last_state=True, chunk_size=chunk_size,
+                                           block_elements=per_step * (block_steps or 30))
+    check_against_reference(fn, inputs, True, True, atol=2e-5, rtol=1e-4)
 
 
-def test_torch_wide_decay_range_splits_chunks():
-    """dt * |A| summed over a chunk far beyond exp's range: the chunk is split, results stay exact."""
+def test_torch_extreme_decays_stay_exact():
+    """dt * |A| summed over a chunk far beyond exp's range: decays underflow to zero as in the recurrence, and the
+    decay gradient is formed from exp(dt A) h_{t-1} itself, not from h_t - dt B u (which would cancel)."""
     inputs = make_inputs(batch=1, dim=4, L=70, G=1, delta_scale=30.0, with_bias=False)
     inputs["A"] = inputs["A"] * 20
     check_against_reference(torch_backend, inputs, False, True, atol=2e-5, rtol=1e-4)
@@ -153,7 +158,7 @@ def test_torch_gradcheck_float64():
 
     def fn(*args):
         out, last = selective_scan_torch(**dict(zip(names, args)), delta_softplus=True, return_last_state=True,
-                                         chunk_size=4)
+                                         chunk_size=2, block_elements=4 * 3 * 4)  # blocks of 4 steps
         return out, last
 
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6)
