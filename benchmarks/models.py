@@ -12,19 +12,25 @@
   latency <= half of SwinUNETR's, per segmentation net. On CPU it is recorded as not measured.
 - --catalog: every registry entry at its reference configuration ('paper' preset, reference input, batch 1) via
   `medmamba.catalog.measure_catalog` -> benchmarks/results/catalog-<device>.json, which `medmamba catalog` merges.
+  FLOPs are counted on the meta device; each entry's real passes run in a child process limited to
+  --entry-timeout seconds (latency passes fit in --entry-budget seconds). An entry that cannot finish (time limit,
+  out of memory) keeps params and FLOPs, with latency None and the reason. The JSON is written after every entry;
+  a rerun skips entries already measured at their current reference configuration (--force re-measures).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 import medmamba
-from medmamba.catalog import measure_catalog
+from medmamba.catalog import measure_catalog, measure_entry, measure_passes, reference_flops
 from medmamba.evaluation import report
 from medmamba.evaluation.efficiency import BASELINES, run_sweep
 from medmamba.io_utils import atomic_file
@@ -113,6 +119,27 @@ def plot(results: dict[int, dict], path: Path) -> None:
     plt.close(fig)
 
 
+def measure_in_child(name: str, device: str, threads: int, budget_s: float, timeout_s: float) -> dict:
+    """An entry's catalog record: FLOPs counted here on the meta device, forward passes in a child process (so a
+    pass too slow or too big for this machine cannot stall or kill the run); on a time-out or a failure, latency
+    and memory are None and ``latency_note`` says why."""
+    counts = reference_flops(name)
+    command = [sys.executable, __file__, "--catalog-entry", name, "--device", device, "--threads", str(threads),
+               "--entry-budget", str(budget_s)]
+    machine = f"this {device.upper()} ({threads} threads)"
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        note = f"not measured: the forward passes at the reference input did not finish within {timeout_s:.0f} s " \
+               f"on {machine}"
+        return measure_entry(name, device, counts, {"latency_ms": None, "peak_memory_mb": None, "latency_note": note})
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or [""])[-1][:200]
+        note = f"not measured: the forward pass failed on {machine}, exit status {done.returncode} {tail}".rstrip()
+        return measure_entry(name, device, counts, {"latency_ms": None, "peak_memory_mb": None, "latency_note": note})
+    return measure_entry(name, device, counts, json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -120,6 +147,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch intra-op threads (CPU)")
     parser.add_argument("--catalog", action="store_true", help="also measure every entry at its reference config")
     parser.add_argument("--catalog-models", nargs="+", help="measure only these entries (default: all)")
+    parser.add_argument("--force", action="store_true", help="re-measure catalog entries already measured")
+    parser.add_argument("--entry-budget", type=float, default=240.0,
+                        help="seconds of forward passes per catalog entry (timed repeats and the memory pass)")
+    parser.add_argument("--entry-timeout", type=float, default=900.0,
+                        help="seconds after which a catalog entry is recorded as not measured")
+    parser.add_argument("--catalog-entry", help=argparse.SUPPRESS)  # child mode: print one entry's JSON
     parser.add_argument("--no-sweep", action="store_true", help="skip the size sweep")
     parser.add_argument("--goal", action="store_true", help="issue 4's 1248^2 / 256^3 check (GPU)")
     parser.add_argument("--dims", type=int, nargs="+", choices=(2, 3), default=[2, 3],
@@ -130,9 +163,15 @@ def main() -> None:
     device = args.device
     repeats, warmup = (1, 0) if args.quick else (5, 1)
     started = time.time()
+    if args.catalog_entry:
+        print(json.dumps(measure_passes(args.catalog_entry, device, time_budget_s=args.entry_budget)))
+        return
     if args.catalog:
-        measure_catalog(args.catalog_models, device=device, path=RESULTS / f"catalog-{device}.json", repeats=repeats, warmup=warmup,
-                        progress=lambda name: print(f"catalog: {name}", flush=True))
+        threads = torch.get_num_threads()
+        measure_catalog(args.catalog_models, device=device, path=RESULTS / f"catalog-{device}.json",
+                        force=args.force, progress=lambda line: print(f"catalog {line}", flush=True),
+                        measure=lambda name: measure_in_child(name, device, threads, args.entry_budget,
+                                                              args.entry_timeout))
     if args.no_sweep:
         return
     key = "cuda" if device == "cuda" else ("cpu-quick" if args.quick else "cpu")

@@ -47,6 +47,12 @@ def block_svg(entry) -> str:
     return "\n".join(parts)
 
 
+def latency_text(ms: float | None) -> str:
+    if ms is None:
+        return "—"
+    return f"{ms / 1e3:.1f} s" if ms >= 1e3 else f"{ms:.0f} ms"
+
+
 def index_page(entries, rows_by_name) -> str:
     rows = []
     for e in entries:
@@ -56,6 +62,7 @@ def index_page(entries, rows_by_name) -> str:
             f'<td><a href="{e.name}/">{e.name}</a></td><td>{e.task}</td><td>{dims_text(e)}</td>'
             f"<td>{html.escape(e.family)}</td><td>{html.escape(e.scan)}</td>"
             f"<td>{format_count(measured['params'])}</td><td>{format_count(measured.get('flops'))}</td>"
+            f"<td>{latency_text(measured.get('latency_ms'))}</td>"
             f"<td>{html.escape(headline(e))}</td></tr>"
         )
     task_opts = "".join(f'<option value="{t}">{t}</option>' for t in TASKS)
@@ -63,7 +70,9 @@ def index_page(entries, rows_by_name) -> str:
 
 Every network in medmamba's registry, generated from `medmamba.list_models()` at build time.
 Parameters are counted by code at each entry's reference configuration (its `paper` preset when it has one);
-FLOPs (selective scans included) come from `benchmarks/models.py --catalog` at the reference input.
+FLOPs (selective scans included, counted on the meta device), CPU latency (batch 1, median; "—" where the
+forward pass could not run on the CPU, with the reason on the entry's page) come from
+`benchmarks/models.py --catalog` at the reference input.
 
 <div class="catalog-filters">
 <label>Task <select id="filter-task"><option value="">all</option>{task_opts}</select></label>
@@ -72,7 +81,7 @@ FLOPs (selective scans included) come from `benchmarks/models.py --catalog` at t
 </div>
 
 <table id="catalog-table">
-<thead><tr><th>Model</th><th>Task</th><th>Dims</th><th>Family</th><th>Scan</th><th>Parameters</th><th>FLOPs</th><th>Paper's headline result</th></tr></thead>
+<thead><tr><th>Model</th><th>Task</th><th>Dims</th><th>Family</th><th>Scan</th><th>Parameters</th><th>FLOPs</th><th>CPU latency</th><th>Paper's headline result</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody>
@@ -108,7 +117,14 @@ def entry_page(e, row) -> str:
     if row["measured"]:
         m = row["measured"]
         lines.append(f"| medmamba ({where}) | — | FLOPs | {format_count(m['flops'])} |")
-        lines.append(f"| medmamba ({where}, {m['device']}, {m.get('torch_threads', '?')} threads) | — | latency | {m['latency_ms']:.1f} ms |")
+        machine = f"{where}, {m['device']}, {m.get('torch_threads', '?')} threads"
+        latency = f"{m['latency_ms']:.1f} ms" if m["latency_ms"] is not None else m["latency_note"]
+        if m["latency_ms"] is not None and m.get("latency_repeats"):
+            latency += f" (median of {m['latency_repeats']})"
+        lines.append(f"| medmamba ({machine}) | — | latency | {latency} |")
+        memory = f"{m['peak_memory_mb']:.0f} MB" if m.get("peak_memory_mb") is not None else \
+            m.get("memory_note") or "not measured"
+        lines.append(f"| medmamba ({machine}) | — | peak memory (forward) | {memory} |")
     lines += ["", "## Use it", "", "```python", "import medmamba", "",
               f'net = medmamba.create_model("{e.name}", spatial_dims={e.spatial_dims[-1]}, in_channels=1, '
               f'{"out_channels=1" if e.task == "restoration" else "num_classes=3"})', "```"]

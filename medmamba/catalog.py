@@ -1,9 +1,10 @@
 """The model catalog: registry metadata plus what we measure, never typed in.
 
-Parameters are counted live (cheap: the model is built on the ``meta`` device). FLOPs, latency and peak memory
-at each entry's reference configuration are measured by ``benchmarks/models.py --catalog`` (which calls
-:func:`measure_catalog`) and stored in ``benchmarks/results/catalog-<device>.json``; :func:`catalog_rows` merges
-them when the file is there.
+Parameters are counted live (cheap: the model is built on the ``meta`` device). FLOPs (counted on the meta
+device), latency and peak memory at each entry's reference configuration are measured by
+``benchmarks/models.py --catalog`` (which calls :func:`measure_catalog`) and stored in
+``benchmarks/results/catalog-<device>.json``; :func:`catalog_rows` merges them when the file is there. An entry
+whose forward pass cannot run here keeps its FLOPs with ``latency_ms`` None and the reason in ``latency_note``.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from medmamba.registry import create_model, list_models, model_entry
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 HEADLINE_KEYS = ("flops", "latency_ms", "peak_memory_mb")
-DETAIL_KEYS = ("flops", "flops_scan", "latency_ms", "peak_memory_mb", "memory_method", "device", "preset",
-               "input_shape", "torch_threads")
+DETAIL_KEYS = ("flops", "flops_scan", "latency_ms", "latency_repeats", "latency_note", "peak_memory_mb",
+               "memory_method", "memory_note", "device", "preset", "input_shape", "torch_threads")
 
 
 def measurements_path(device: str = "cpu") -> Path:
@@ -54,31 +55,95 @@ def count_params(name: str) -> int:
     return sum(p.numel() for p in build_reference_model(name, device="meta").parameters())
 
 
-def measure_entry(name: str, device: str = "cpu", repeats: int = 3, warmup: int = 1) -> dict[str, Any]:
-    """Profile one entry at its reference configuration with the evaluation harness's ``profile_model``."""
-    from medmamba.evaluation.efficiency import profile_model
-
-    cfg = reference_config(name)
-    result = profile_model(build_reference_model(name), cfg["input_shape"], device=device, repeats=repeats,
-                           warmup=warmup)
+def reference_flops(name: str) -> dict[str, int]:
+    """``params``, ``flops``, ``flops_scan`` and ``scan_calls`` of one forward pass at the reference configuration,
+    counted on the meta device: no memory, no arithmetic, so even inputs too big to run here are counted."""
     import torch
 
-    result["preset"] = cfg["preset"]
-    result["torch_threads"] = torch.get_num_threads()
+    from medmamba.evaluation.efficiency import count_flops, count_parameters
+
+    model = build_reference_model(name, device="meta").eval()
+    x = torch.empty(reference_config(name)["input_shape"], device="meta")
+    return {"params": count_parameters(model), **count_flops(model, x)}
+
+
+def measure_passes(name: str, device: str = "cpu", repeats: int = 3,
+                   time_budget_s: float = 300.0) -> dict[str, Any]:
+    """Latency and peak memory of real forward passes at the reference configuration.
+
+    The first pass is timed; a warm-up and up to ``repeats`` timed passes follow only while they fit in
+    ``time_budget_s``, and so does the peak-memory pass (``peak_memory_mb`` is None otherwise, with the reason
+    in ``memory_note``). ``latency_repeats`` / ``latency_warmup`` say what the median was taken over.
+    """
+    import statistics
+    import time
+
+    import torch
+
+    from medmamba.evaluation.efficiency import measure_latency, measure_peak_memory
+
+    cfg = reference_config(name)
+    started = time.perf_counter()
+    model = build_reference_model(name, device=device).eval()
+    x = torch.randn(cfg["input_shape"], device=device)
+    times = measure_latency(model, x, repeats=1, warmup=0)
+    warmup = 0
+    spare = int((time_budget_s - (time.perf_counter() - started)) // (times[0] / 1e3)) - 1  # one kept for memory
+    if spare >= 2:  # the first pass becomes the warm-up, then at least one timed pass
+        warmup = 1
+        times = measure_latency(model, x, repeats=min(repeats, spare - 1), warmup=0)
+    result: dict[str, Any] = dict(latency_ms=statistics.median(times), latency_ms_min=min(times),
+                                  latency_ms_max=max(times), latency_repeats=len(times), latency_warmup=warmup)
+    if time.perf_counter() - started + times[0] / 1e3 <= time_budget_s:
+        peak, method = measure_peak_memory(model, x)
+        result.update(peak_memory_bytes=int(peak), peak_memory_mb=peak / 2**20, memory_method=method)
+    else:
+        result.update(peak_memory_mb=None, memory_note=f"not measured: one more {times[0] / 1e3:.0f} s pass "
+                                                       f"exceeds the {time_budget_s:.0f} s budget")
     return result
 
 
+def measure_entry(name: str, device: str = "cpu", counts: dict[str, int] | None = None,
+                  passes: dict[str, Any] | None = None, **pass_kwargs) -> dict[str, Any]:
+    """One catalog record: ``counts`` (default :func:`reference_flops`) and ``passes`` (default
+    :func:`measure_passes`; give a dict with ``latency_ms`` None and a ``latency_note`` for an entry that could
+    not run), with the configuration they were taken at."""
+    import torch
+
+    cfg = reference_config(name)
+    counts = reference_flops(name) if counts is None else counts
+    passes = measure_passes(name, device, **pass_kwargs) if passes is None else passes
+    return {**counts, **passes, "device": device, "preset": cfg["preset"], "input_shape": list(cfg["input_shape"]),
+            "torch_threads": torch.get_num_threads(), "dtype": "float32"}
+
+
+def is_current(name: str, measured: dict[str, Any] | None) -> bool:
+    """A stored measurement taken at the entry's current reference configuration (preset and input)."""
+    cfg = reference_config(name)
+    return measured is not None and measured.get("preset") == cfg["preset"] and \
+        list(measured.get("input_shape", ())) == list(cfg["input_shape"])
+
+
 def measure_catalog(names: Iterable[str] | None = None, device: str = "cpu", path: Path | None = None,
-                    progress: Callable[[str], None] | None = None, **profile_kwargs) -> dict[str, dict[str, Any]]:
-    """Measure entries (all by default) and merge them into ``catalog-<device>.json`` (written atomically)."""
+                    progress: Callable[[str], None] | None = None, force: bool = False,
+                    measure: Callable[[str], dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Measure entries (all by default) with ``measure`` (default :func:`measure_entry`) and merge each into
+    ``catalog-<device>.json`` as soon as it is done (written atomically), so an interrupted run resumes: entries
+    already measured at their current reference configuration are skipped unless ``force``."""
     path = Path(path) if path is not None else measurements_path(device)
+    measure = measure if measure is not None else (lambda name: measure_entry(name, device))
     measured = load_measurements(path)
-    for name in names if names is not None else list_models():
+    todo = list(names if names is not None else list_models())
+    for i, name in enumerate(todo):
+        if not force and is_current(name, measured.get(name)) and measured[name].get("device") == device:
+            if progress is not None:
+                progress(f"[{i + 1}/{len(todo)}] {name}: already measured, skipped")
+            continue
         if progress is not None:
-            progress(name)
-        measured[name] = measure_entry(name, device, **profile_kwargs)
-    with atomic_file(path, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
+            progress(f"[{i + 1}/{len(todo)}] {name}: measuring")
+        measured[name] = measure(name)
+        with atomic_file(path, suffix=".json") as tmp:
+            tmp.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
     return measured
 
 
@@ -102,11 +167,10 @@ def catalog_rows(task: str | None = None, spatial_dims: int | None = None,
         row["reference"] = {"preset": cfg["preset"], "input_shape": list(cfg["input_shape"])}
         row["params"] = count_params(name)
         measured = measurements.get(name)
-        current = measured is not None and measured.get("preset") == cfg["preset"] and \
-            list(measured.get("input_shape", ())) == list(cfg["input_shape"])
+        current = is_current(name, measured)
         row["measured"] = {k: measured[k] for k in DETAIL_KEYS if k in measured} if current else None
         if current:
-            row.update({k: measured[k] for k in HEADLINE_KEYS})
+            row.update({k: measured.get(k) for k in HEADLINE_KEYS})
         rows.append(row)
     return rows
 
