@@ -35,15 +35,14 @@ def _load_dt(delta_ptr, bias, offs, mask, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.c
 
 
 @triton.jit
-def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
-                dim, L, G, N, n_chunks,
-                HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                STORE_CKPT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
-    pid_d = tl.program_id(0)
+def _program_channels(A_ptr, D_ptr, bias_ptr, dim, L, G, N, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                      BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's channels (BLOCK_D rows of group program_id(1), batch program_id(2)), their A, D and bias,
+    and the base offsets of its (dim, L), (G, N, L) and (dim, N) rows."""
     g = tl.program_id(1)
     bi = tl.program_id(2).to(tl.int64)
     dg = dim // G
-    rows = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    rows = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = rows < dg
     chan = g * dg + rows
     n = tl.arange(0, BLOCK_N)
@@ -59,6 +58,16 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, o
     row_base = bi * dim * L + chan[:, None] * L
     bc_base = (bi * G + g) * N * L + n[:, None] * L
     dn_offs = (bi * dim + chan[:, None]) * N + n[None, :]
+    return bi, chan, n, mask_d, mask_n, mask_dn, A, D, bias, row_base, bc_base, dn_offs
+
+
+@triton.jit
+def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
+                dim, L, G, N, n_chunks,
+                HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                STORE_CKPT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
+    bi, chan, n, mask_d, mask_n, mask_dn, A, D, bias, row_base, bc_base, dn_offs = _program_channels(
+        A_ptr, D_ptr, bias_ptr, dim, L, G, N, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_N)
     last_col = tl.arange(0, BLOCK_T) == BLOCK_T - 1
     h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     for c in range(0, n_chunks):
@@ -94,26 +103,8 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, c
                 dim, L, G, N, n_chunks,
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                 HAS_DLAST: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
-    pid_d = tl.program_id(0)
-    g = tl.program_id(1)
-    bi = tl.program_id(2).to(tl.int64)
-    dg = dim // G
-    rows = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = rows < dg
-    chan = g * dg + rows
-    n = tl.arange(0, BLOCK_N)
-    mask_n = n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    A = tl.load(A_ptr + chan[:, None] * N + n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
-    D = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    if HAS_D:
-        D = tl.load(D_ptr + chan, mask=mask_d, other=0.0).to(tl.float32)
-    bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + chan, mask=mask_d, other=0.0).to(tl.float32)
-    row_base = bi * dim * L + chan[:, None] * L
-    bc_base = (bi * G + g) * N * L + n[:, None] * L
-    dn_offs = (bi * dim + chan[:, None]) * N + n[None, :]
+    bi, chan, n, mask_d, mask_n, mask_dn, A, D, bias, row_base, bc_base, dn_offs = _program_channels(
+        A_ptr, D_ptr, bias_ptr, dim, L, G, N, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_N)
     first_col = tl.arange(0, BLOCK_T) == 0
     if HAS_DLAST:
         g_next = tl.load(dlast_ptr + dn_offs, mask=mask_dn, other=0.0).to(tl.float32)
