@@ -5,6 +5,8 @@ as a user would list theirs, and medmamba's startup hook appends its own).
 - ``MHSVMTrainer_tiny2epochs``: two such epochs, a checkpoint after each; exits with code 3 after the epoch named
   by ``MEDMAMBA_TEST_STOP_AFTER_EPOCH`` (an interrupted run to resume with ``--c``).
 - ``MHSVMTrainer_tiny_nan``: its loss is always NaN; two skipped steps in a row stop it.
+- ``MHSVMTrainer_tiny_nomirror``: ``MHSVMTrainer_tiny`` without mirroring, like nnU-Net's
+  ``nnUNetTrainerNoMirroring``: validation and prediction run one pass per tile instead of eight.
 """
 import os
 
@@ -33,3 +35,12 @@ class MHSVMTrainer_tiny_nan(MHSVMTrainer):
     def _build_loss(self):
         loss = super()._build_loss()
         return lambda output, target: loss(output, target) * float("nan")
+
+
+class MHSVMTrainer_tiny_nomirror(MHSVMTrainer):
+    recipe = {**MHSVMTrainer.recipe, **TINY}
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch_size, None
