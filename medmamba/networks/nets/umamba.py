@@ -11,7 +11,8 @@ PAPER = Paper("U-Mamba: Enhancing Long-range Dependency for Biomedical Image Seg
               "2401.04722")
 CODE = "https://github.com/bowang-lab/U-Mamba"
 TINY = dict(features=(8, 16, 32), strides=(1, 2, 2), n_conv_per_stage=1, d_state=4)
-# nnU-Net's 3d_fullres topology for a 128^3 patch; U-Mamba self-configures like nnU-Net and states no fixed size.
+# nnU-Net's 3d_fullres topology for a 128^3 patch (the reference input: the paper's abdomen CT task); U-Mamba
+# self-configures like nnU-Net and states no fixed size.
 NNUNET_3D = dict(features=(32, 64, 128, 256, 320, 320), strides=(1, 2, 2, 2, 2, 2), n_conv_per_stage=2)
 NOTES = ("Self-configuring like nnU-Net: the paper reports no fixed parameter count. The Mamba layer is a pre-norm "
          "residual Mamba over all voxels of the feature map.")
@@ -25,11 +26,11 @@ def _umamba(spatial_dims, in_channels, out_channels, features, strides, kernel_s
 
 
 @register_model(
-    task="segmentation", spatial_dims=(2, 3), family="hybrid with CNN", scan="unidirectional (flattened voxels)",
+    task="segmentation", spatial_dims=(3, 2), family="hybrid with CNN", scan="unidirectional (flattened voxels)",
     paper=PAPER, code_url=CODE,
     reported=(ReportedResult("Abdomen CT (FLARE22 organs)", "DSC", 86.83),),
     presets={"paper": NNUNET_3D, "tiny": TINY},
-    reference_input={2: (1, 512, 512), 3: (1, 128, 128, 128)},
+    reference_input={3: (1, 128, 128, 128), 2: (1, 512, 512)},
     trainer="UMambaBotTrainer", notes=NOTES,
 )
 def umamba_bot(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
@@ -41,11 +42,11 @@ def umamba_bot(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 
 
 
 @register_model(
-    task="segmentation", spatial_dims=(2, 3), family="hybrid with CNN", scan="unidirectional (flattened voxels)",
+    task="segmentation", spatial_dims=(3, 2), family="hybrid with CNN", scan="unidirectional (flattened voxels)",
     paper=PAPER, code_url=CODE,
     reported=(ReportedResult("Abdomen CT (FLARE22 organs)", "DSC", 86.38),),
     presets={"paper": dict(NNUNET_3D, mamba_from_stage=0), "tiny": TINY},
-    reference_input={2: (1, 512, 512), 3: (1, 128, 128, 128)},
+    reference_input={3: (1, 128, 128, 128), 2: (1, 512, 512)},
     trainer="UMambaEncTrainer",
     notes=NOTES + " The paper puts Mamba after every encoder stage (preset 'paper'); the default starts at stage 1 "
     "to skip the costly full-resolution scan.",
