@@ -110,7 +110,7 @@ def entry_page(e, row) -> str:
     lines += ["", "## Paper's results and our measurements", "", "| Source | Dataset | Metric | Value |", "|---|---|---|---|"]
     lines += [f"| paper | {r.dataset} | {r.metric} | {r.value:g} |" for r in e.reported]
     if e.paper_params_m is not None:
-        lines.append(f"| paper | — | parameters | {e.paper_params_m:g} M |")
+        lines.append(f"| {e.params_source} | — | parameters | {e.paper_params_m:g} M |")
     ref = row["reference"]
     where = f"preset `{ref['preset']}`, input {tuple(ref['input_shape'])}" if ref["preset"] else f"input {tuple(ref['input_shape'])}"
     lines.append(f"| medmamba ({where}) | — | parameters | {format_count(row['params'])} |")

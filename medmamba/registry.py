@@ -46,8 +46,10 @@ class ModelEntry:
     paper: Paper
     code_url: str
     reported: tuple[ReportedResult, ...] = ()
-    # The paper's parameter count (millions) at ``presets["paper"]``, when the paper states one.
+    # The parameter count (millions) that ``presets["paper"]`` must land within 5% of: the paper's, or, where the
+    # paper states none, the official code's at the paper's configuration (``params_source`` names which).
     paper_params_m: float | None = None
+    params_source: str = "paper"
     # Named constructor arguments, e.g. {"paper": {...}, "tiny": {...}}.
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Input used to measure FLOPs and latency at the reference configuration: (channels, *spatial).
@@ -66,6 +68,7 @@ class ModelEntry:
             "code_url": self.code_url,
             "reported": [asdict(r) for r in self.reported],
             "paper_params_m": self.paper_params_m,
+            "params_source": self.params_source,
             "presets": sorted(self.presets),
             "trainer": self.trainer,
             "notes": self.notes,

@@ -121,10 +121,14 @@ def test_paper_preset_parameter_count(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_paper_size_is_given_or_explained(name):
-    """A missing paper parameter count is explained in the notes, never silently absent."""
+    """A missing paper parameter count is explained in the notes, never silently absent; a count taken from the
+    official code (the paper states none) says where it was counted."""
     e = medmamba.model_entry(name)
+    assert e.params_source in ("paper", "official code")
     if e.paper_params_m is None:
         assert "parameter count" in e.notes, e.notes
+    elif e.params_source == "official code":
+        assert "counted from its modules" in e.notes, e.notes
 
 
 def test_catalog_json_lists_every_entry(capsys):

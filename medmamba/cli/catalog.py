@@ -28,7 +28,8 @@ def _run(args) -> int:
             r["scan"] if len(r["scan"]) <= 40 else r["scan"][:39] + "…",
             f"{paper['venue']} {paper['year']} (arXiv {paper['arxiv']})",
             format_count(r["params"]),
-            "-" if r["paper_params_m"] is None else f"{r['paper_params_m']:.2f}M",
+            "-" if r["paper_params_m"] is None
+            else f"{r['paper_params_m']:.2f}M" + ("" if r["params_source"] == "paper" else " (code)"),
             format_count(r.get("flops")),
             "-" if r.get("latency_ms") is None else f"{r['latency_ms']:.0f}",
         ))
@@ -38,6 +39,7 @@ def _run(args) -> int:
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print(f"\n{len(rows)} models. params: ours at the reference configuration ('paper' preset where there is one); "
+          "paper params marked (code): counted from the official code where the paper states none; "
           "FLOPs (2 per multiply-add, scans included) and CPU latency: batch 1 at the reference input, measured by "
           "`python benchmarks/models.py --catalog`.")
     return 0

@@ -30,11 +30,11 @@ class ScanRouteAttention(nn.Module):
 
 
 class MultiHeadScan(nn.Module):
-    """MHS mixer on channels-last input (B, *spatial, dim).
+    """MHS mixer on channels-last input (B, *spatial, dim), gated as MHS-VM's VSSGate.
 
-    depthwise ConvNd + SiLU -> project into ``num_heads`` subspaces of ``dim // num_heads`` channels -> head h
-    scans routes ``routes[h::num_heads]`` (per-route S6 parameters; all heads in one selective-scan call) ->
-    SRA per head -> concat -> LayerNorm -> project back -> LayerNorm.
+    in_proj to x, z -> depthwise ConvNd + SiLU on x -> project into ``num_heads`` subspaces of ``dim // num_heads``
+    channels -> head h scans routes ``routes[h::num_heads]`` (per-route S6 parameters; all heads in one
+    selective-scan call) -> SRA per head -> concat -> LayerNorm -> project back -> LayerNorm -> gate SiLU(z).
     """
 
     def __init__(self, dim: int, spatial_dims: int, num_heads: int | None = None, d_state: int = 16,
@@ -48,6 +48,7 @@ class MultiHeadScan(nn.Module):
         self.head_routes = [routes[h::num_heads] for h in range(num_heads)]
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         inner = self.head_dim * num_heads
+        self.in_proj = nn.Linear(dim, 2 * dim, bias=False)
         self.conv = conv_nd(spatial_dims, dim, dim, d_conv, groups=dim)
         self.head_proj = nn.Linear(dim, inner, bias=False)
         self.ssm = RouteSSM(self.head_dim, sum(len(r) for r in self.head_routes), d_state,
@@ -59,6 +60,7 @@ class MultiHeadScan(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, *spatial, _ = x.shape
+        x, z = self.in_proj(x).chunk(2, dim=-1)
         x = F.silu(self.conv(x.movedim(-1, 1))).movedim(1, -1)
         heads = self.head_proj(x).movedim(-1, 1).split(self.head_dim, dim=1)
         ys = self.ssm(torch.cat([cross_scan(h, r) for h, r in zip(heads, self.head_routes)], dim=1))
@@ -70,4 +72,4 @@ class MultiHeadScan(nn.Module):
             k += len(routes)
         y = torch.cat(fused, dim=1).transpose(1, 2)  # (B, L, inner)
         y = self.out_norm(self.out_proj(self.cat_norm(y)))
-        return y.reshape(b, *spatial, -1)
+        return y.reshape(b, *spatial, -1) * F.silu(z)

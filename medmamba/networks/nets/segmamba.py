@@ -29,6 +29,8 @@ def tri_orientated_routes(spatial_dims: int) -> list[Route]:
     code_url="https://github.com/ge-xing/SegMamba",
     reported=(ReportedResult("BraTS2023 (WT)", "Dice", 93.61), ReportedResult("BraTS2023 (TC)", "Dice", 92.65),
               ReportedResult("BraTS2023 (ET)", "Dice", 87.71)),
+    paper_params_m=67.4,
+    params_source="official code",
     presets={
         # The official model: Mamba encoder of widths 48..384 at 1/2..1/16 (GSC + 2 tri-orientated Mamba layers
         # per stage), UNETR skips lifting them to 96..768 (a full-resolution block from the input gives the 48 one),
