@@ -84,8 +84,12 @@ def _product(a: torch.Tensor, b: torch.Tensor, slot: str | None = None) -> torch
 
 
 def _decays(dt_c: torch.Tensor, A_t: torch.Tensor, slot: str | None = None) -> torch.Tensor:
-    """exp(dt A) per step: dt_c (..., G, dg), A_t (G, N, dg) -> (..., G, N, dg)."""
-    return _product(dt_c[..., None, :], A_t, slot).exp_()
+    """exp(dt A) per step: dt_c (..., G, dg), A_t (G, N, dg) -> (..., G, N, dg).
+
+    Exponents are floored where the decay would fall below the smallest normal float (about 1e-38 in fp32): CPU
+    exp takes a slow path, up to 100x slower, for results that underflow, and a chunk's decay often does."""
+    floor = math.log(torch.finfo(dt_c.dtype).tiny) + 1
+    return _product(dt_c[..., None, :], A_t, slot).clamp_(min=floor).exp_()
 
 
 def _next_step(t_c: torch.Tensor) -> torch.Tensor:
