@@ -10,13 +10,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from typing import Callable
 
 import torch
 
+from medmamba.evaluation.efficiency import machine_description
 from medmamba.io_utils import atomic_file
 from medmamba.kernels import ROUTES_2D, ROUTES_3D, cross_merge, cross_scan
 
@@ -89,8 +89,8 @@ def run(device: str = "cpu", quick: bool = False) -> dict:
             del x
     result = {
         "benchmark": "cross-scan/merge: fused Triton vs unfused torch path",
-        "device": torch.cuda.get_device_name(dev) if on_gpu else f"cpu ({platform.processor() or platform.machine()}, "
-                                                                    f"{torch.get_num_threads()} threads)",
+        "device": machine_description("cuda" if on_gpu else "cpu"),
+        "threads": None if on_gpu else torch.get_num_threads(),
         "torch": torch.__version__,
         "quick": quick,
         "timing": (f"triton.testing.do_bench median over {repeats} ms" if on_gpu else

@@ -20,7 +20,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from medmamba.evaluation.efficiency import machine_description
 from medmamba.io_utils import atomic_file
 from medmamba.kernels import selective_scan
 
@@ -316,13 +316,11 @@ def main() -> None:
         if not torch.cuda.is_available():
             parser.error("--device cuda: no CUDA device visible")
         scan = run_cuda(args.quick, args.peak_gbps)
-        device_name = torch.cuda.get_device_name()
     else:
         thread_counts = sorted({int(t) for t in args.threads.split(",")})
         scan = run_cpu(args.quick, thread_counts)
-        device_name = f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-    result = {"benchmark": "selective scan kernels", "device": device_name, "device_type": args.device,
-              "torch": torch.__version__, "quick": args.quick,
+    result = {"benchmark": "selective scan kernels", "device": machine_description(args.device),
+              "device_type": args.device, "torch": torch.__version__, "quick": args.quick,
               "timing": ("triton.testing.do_bench median" if args.device == "cuda" else
                          "minimum of repeated runs after one warm-up") + ", milliseconds",
               "inputs": ("u, delta (0.5 * randn), z, B, C (batch, N, L), D, delta_bias, delta_softplus=True; "

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ import torch
 import medmamba
 from medmamba.catalog import measure_catalog, measure_entry, measure_passes, reference_flops
 from medmamba.evaluation import report
-from medmamba.evaluation.efficiency import BASELINES, run_sweep
+from medmamba.evaluation.efficiency import BASELINES, machine_description, run_sweep
 from medmamba.io_utils import atomic_file
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -182,7 +181,7 @@ def main() -> None:
     out = {
         "device": device,
         "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": machine_description("cpu"),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "quick": args.quick,

@@ -167,6 +167,8 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
+    from medmamba.evaluation.efficiency import machine_description
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     iters = args.iters or (10 if device == "cuda" else 3)
     warmup = 3 if device == "cuda" else 1
@@ -190,6 +192,7 @@ def main() -> int:
         "device": device_slug(device),
         "plan": f"3d_fullres patch {'x'.join(map(str, config['patch_size']))}, batch {config['batch_size']}, "
                 f"{len(config['architecture']['arch_kwargs']['features_per_stage'])} stages",
+        "machine": machine_description(device),
         "torch": torch.__version__,
         "threads": 1 if device == "cpu" else None,
         "iters": iters,

@@ -35,6 +35,8 @@ Peak memory
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 import statistics
 import sys
 import time
@@ -43,6 +45,18 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
+
+
+def machine_description(device: str = "cpu") -> str:
+    """The device a benchmark ran on, for its JSON: the GPU's name, or the CPU's model, cores and the vector ISA
+    torch dispatches to (CPU ratios move with both)."""
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    return f"{model} ({platform.machine()}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()})"
 
 
 def selective_scan_flops(u: torch.Tensor, A: torch.Tensor, D=None, z=None, delta_bias=None,
