@@ -132,7 +132,8 @@ def test_torch_chunk_and_block_boundaries(chunk_size, block_steps):
 
 def test_torch_extreme_decays_stay_exact():
     """dt * |A| summed over a chunk far beyond exp's range: decays floored at fp32's smallest normals (where the
-    recurrence has zero) change nothing measurable, and the decay gradient is formed from exp(dt A) h_{t-1} itself, not from h_t - dt B u (which would cancel)."""
+    recurrence has zero) change nothing measurable, and the decay gradient is formed from exp(dt A) h_{t-1}
+    itself, not from h_t - dt B u (which would cancel)."""
     inputs = make_inputs(batch=1, dim=4, L=70, G=1, delta_scale=30.0, with_bias=False)
     inputs["A"] = inputs["A"] * 20
     check_against_reference(torch_backend, inputs, False, True, atol=2e-5, rtol=1e-4)
