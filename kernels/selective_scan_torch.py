@@ -1,17 +1,18 @@
 """Selective scan in pure PyTorch (the CPU path): a chunk-parallel exact recurrence with a hand-written backward.
 
-L is cut into n_c chunks of T steps (T about sqrt(L)), laid out time-major, (T, batch, n_c, G, N, dg), so that
-step t of every chunk is one contiguous slab and one in-place multiply-add advances all chunks at once:
+Inputs are laid out time-major, one row per step, (L, batch, G, C), and L is cut into chunks of T steps. Blocks
+of whole chunks, sized to stay in the CPU's cache, run one after another; within a block step t of every chunk is
+one strided slab, so one in-place multiply-add advances all the block's chunks at once:
 
-1. a_t = exp(dt_t A) and the drive dt_t u_t B_t for every step (one pass each);
-2. every chunk's end state from a zero start (T multiply-adds over a (batch, n_c, G, N, dg) state);
-3. the state carried into each chunk, from those and the chunk decays exp(A sum(dt)) (n_c small steps);
+1. a_t = exp(dt_t A) and the drive dt_t u_t B_t for every step of the block (one pass each);
+2. every chunk's end state from a zero start (T multiply-adds over the block's chunks);
+3. the state carried into each chunk, from those and the chunk decays exp(A sum(dt)) (one small step per chunk);
 4. the states again from the carried-in states, in place over the drive (T multiply-adds), read out by a
    batched matmul with C.
 
-Python loops run over T and n_c, never over L; every step is the recurrence itself, so nothing can overflow
-that the recurrence does not. Forward keeps only the states for backward, which runs the same scan in reverse
-for the adjoint state and forms every gradient from it with one pass or one batched matmul each.
+Python loops run over T and the chunks, never over L; every step is the recurrence itself, so nothing can
+overflow that the recurrence does not. Forward keeps only the states for backward, which runs the same scan in
+reverse for the adjoint state and forms every gradient from it with one pass or one batched matmul each.
 Inputs are expected already validated and normalised by `medmamba.kernels.selective_scan`.
 """
 import math
@@ -20,47 +21,45 @@ import threading
 import torch
 import torch.nn.functional as F
 
-# floats in one block's buffers (decays, states): a block's two buffers stay in a CPU's L2/L3 cache
+# floats in one block's buffer (decays, states): a block's buffers stay in a CPU's L2/L3 cache
 BLOCK_ELEMENTS = 2 ** 20
 
 
 class _Layout:
-    """Time-major chunked layout (T, batch, n_chunks, G, C) of (batch, G, C, L) tensors, cut into blocks of chunks.
+    """Rows (L_padded, batch, G, C) of (batch, G, C, L) tensors, L padded to whole chunks of T steps, and the
+    blocks of chunks (row slices) that run one after another.
 
-    per_step: batch * dim * N, the state size; a block holds as many chunks as keep a (T, batch, chunks, G, N, dg)
-    buffer within block_elements, and T is the power of two nearest sqrt(block steps / 2), which balances the
-    T-step and chunk loops inside a block.
+    per_step: batch * dim * N, the state size. A block holds as many whole chunks as keep its buffers within
+    block_elements; T is the power of two nearest sqrt(block steps), which balances the T-step and chunk loops.
     """
 
     def __init__(self, L: int, per_step: int, chunk_size: int | None = None, block_elements: int = BLOCK_ELEMENTS):
         block_steps = min(L, max(1, block_elements // per_step))
         self.L = L
-        self.T = chunk_size or 2 ** max(0, round(math.log2(math.sqrt(block_steps / 2))))
-        self.n_chunks = -(-L // self.T)
-        self.pad = self.n_chunks * self.T - L
-        per_block = max(1, block_steps // self.T)
-        self.blocks = [slice(k, min(k + per_block, self.n_chunks)) for k in range(0, self.n_chunks, per_block)]
+        self.T = chunk_size or 2 ** max(0, round(math.log2(math.sqrt(block_steps))))
+        n_chunks = -(-L // self.T)
+        self.rows = n_chunks * self.T
+        per_block = max(1, block_steps // self.T) * self.T
+        self.blocks = [slice(r, min(r + per_block, self.rows)) for r in range(0, self.rows, per_block)]
 
-    def to_chunks(self, t: torch.Tensor) -> torch.Tensor:
-        b, G, C, _ = t.shape
-        t = F.pad(t, (0, self.pad))  # padded steps have dt = 0 and zero drive: they keep the state
-        t = _transpose_matrices(t).view(b, G, self.n_chunks, self.T, C)
-        return t.permute(3, 0, 2, 1, 4).contiguous()  # whole rows of C move: a cheap copy
+    def to_rows(self, t: torch.Tensor, extra: int = 0, slot: str | None = None) -> torch.Tensor:
+        """(b, G, C, L) -> (rows + extra, b, G, C); the padded rows are zero (dt = 0 and zero drive keep the
+        state, zero gradient adds nothing). slot: a reused buffer (see `_buffer`)."""
+        b, G, C, L = t.shape
+        out = _buffer((self.rows + extra, b, G, C), t, slot)
+        out[L:].zero_()
+        for i in range(b):  # 2-D transposing copies: torch's blocked transpose kernel serves these only
+            for g in range(G):
+                out[:L, i, g].copy_(t[i, g].t())
+        return out
 
-    def from_chunks(self, t: torch.Tensor) -> torch.Tensor:
-        T, b, n_c, G, C = t.shape
-        t = t.permute(1, 3, 2, 0, 4).reshape(b, G, n_c * T, C)
-        return _transpose_matrices(t[:, :, :self.L])
-
-
-def _transpose_matrices(t: torch.Tensor) -> torch.Tensor:
-    """(b, G, m, n) -> contiguous (b, G, n, m), one 2-D copy per matrix: torch's blocked transpose kernel serves
-    2-D copies only, and a 4-D transposing copy is several times slower."""
-    b, G, m, n = t.shape
-    out = torch.empty(b, G, n, m, dtype=t.dtype, device=t.device)
-    for src, dst in zip(t.reshape(b * G, m, n), out.view(b * G, n, m)):
-        dst.copy_(src.t())
-    return out
+    def from_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        _, b, G, C = rows.shape
+        out = torch.empty(b, G, C, self.L, dtype=rows.dtype, device=rows.device)
+        for i in range(b):
+            for g in range(G):
+                out[i, g].copy_(rows[:self.L, i, g].t())
+        return out
 
 
 _scratch = threading.local()
@@ -83,117 +82,131 @@ def _product(a: torch.Tensor, b: torch.Tensor, slot: str | None = None) -> torch
     return torch.mul(a, b, out=_buffer(torch.broadcast_shapes(a.shape, b.shape), a, slot))
 
 
-def _decays(dt_c: torch.Tensor, A_t: torch.Tensor, slot: str | None = None) -> torch.Tensor:
-    """exp(dt A) per step: dt_c (..., G, dg), A_t (G, N, dg) -> (..., G, N, dg).
+def _exp_floor(dtype: torch.dtype) -> float:
+    return math.log(torch.finfo(dtype).tiny) + 1
+
+
+def _can_underflow(dt: torch.Tensor, A_t: torch.Tensor) -> bool:
+    """Whether some step's dt * A falls below the exp floor (bounds from the extremes of dt and A)."""
+    dt_lo, dt_hi = dt.aminmax()
+    a_lo, a_hi = A_t.aminmax()
+    lowest = torch.stack([dt_lo * a_lo, dt_lo * a_hi, dt_hi * a_lo, dt_hi * a_hi]).min()
+    return not bool(lowest >= _exp_floor(dt.dtype))  # NaN counts as possible underflow
+
+
+def _decays(dt: torch.Tensor, A_t: torch.Tensor, slot: str | None = None, floor: bool = True) -> torch.Tensor:
+    """exp(dt A) per step: dt (..., G, dg), A_t (G, N, dg) -> (..., G, N, dg).
 
     Exponents are floored where the decay would fall below the smallest normal float (about 1e-38 in fp32): CPU
-    exp takes a slow path, up to 100x slower, for results that underflow, and a chunk's decay often does."""
-    floor = math.log(torch.finfo(dt_c.dtype).tiny) + 1
-    return _product(dt_c[..., None, :], A_t, slot).clamp_(min=floor).exp_()
+    exp takes a slow path, up to 100x slower, for results that underflow, and a chunk's decay often does. Callers
+    that know no exponent can fall that low skip the pass (floor=False)."""
+    exponent = _product(dt[..., None, :], A_t, slot)
+    if floor:
+        exponent.clamp_(min=_exp_floor(dt.dtype))
+    return exponent.exp_()
 
 
-def _next_step(t_c: torch.Tensor) -> torch.Tensor:
-    """The chunked tensor one global step later (zero after the last step)."""
-    out = torch.zeros_like(t_c)
-    out[:-1] = t_c[1:]
-    out[-1, :, :-1] = t_c[0, :, 1:]
-    return out
+def _chunk_decays(dt: torch.Tensor, A_t: torch.Tensor, T: int) -> torch.Tensor:
+    """exp(A sum(dt)) over each chunk of T rows: dt (rows, b, G, dg) -> (rows // T, b, G, N, dg)."""
+    return _decays(dt.view(-1, T, *dt.shape[1:]).sum(1), A_t)
 
 
-def _scan_(decay: torch.Tensor, states: torch.Tensor, chunk_decay: torch.Tensor, h_in: torch.Tensor | None,
+def _scan_(decay: torch.Tensor, states: torch.Tensor, chunk_decay: torch.Tensor, h_in: torch.Tensor | None, T: int,
            reverse: bool) -> torch.Tensor:
-    """In place: states[t] = states[t] + decay[t] * states[t -+ 1] along every chunk and across chunks.
+    """In place: states[t] = states[t] + decay[t] * states[t -+ 1], within every chunk of T rows and across chunks.
 
-    decay, states: (T, b, n_c, G, N, dg), states holding the drive on entry; chunk_decay: (b, n_c, G, N, dg), the
-    product of a chunk's decays; h_in: the state entering the sequence (None: zero). Returns the leaving state.
+    decay, states: (rows, b, G, N, dg), states holding the drive on entry; chunk_decay: (rows // T, b, G, N, dg),
+    the product of a chunk's decays; h_in: the state entering the block (None: zero). Returns the leaving state.
     """
-    T, n_c = states.shape[0], states.shape[2]
+    shape = (-1, T, *states.shape[1:])
+    decay_steps, state_steps = decay.view(shape).unbind(1), states.view(shape).unbind(1)
     steps = range(T - 1, -1, -1) if reverse else range(T)
-    chunk_order = range(n_c - 1, -1, -1) if reverse else range(n_c)
-    decay_steps, state_steps = decay.unbind(0), states.unbind(0)
+    n_chunks = states.shape[0] // T
+    chunks = range(n_chunks - 1, -1, -1) if reverse else range(n_chunks)
     # every chunk's leaving state from a zero start
     local = state_steps[steps[0]].clone()
     for t in steps[1:]:
         torch.addcmul(state_steps[t], decay_steps[t], local, out=local)
     # the state entering each chunk
     entering = torch.empty_like(local)
-    h = torch.zeros_like(local[:, 0]) if h_in is None else h_in
-    for k in chunk_order:
-        entering[:, k] = h
-        h = torch.addcmul(local[:, k], chunk_decay[:, k], h)
+    if h_in is None:
+        entering[chunks[0]].zero_()
+    else:
+        entering[chunks[0]] = h_in
+    local_k, chunk_decay_k, entering_k = local.unbind(0), chunk_decay.unbind(0), entering.unbind(0)
+    for k, following in zip(chunks[:-1], chunks[1:]):
+        torch.addcmul(local_k[k], chunk_decay_k[k], entering_k[k], out=entering_k[following])
+    h_out = torch.addcmul(local_k[chunks[-1]], chunk_decay_k[chunks[-1]], entering_k[chunks[-1]])
     # the states from the entering states
     state_steps[steps[0]].addcmul_(decay_steps[steps[0]], entering)
     for prev, t in zip(steps[:-1], steps[1:]):
         state_steps[t].addcmul_(decay_steps[t], state_steps[prev])
-    return h
-
-
-def _chunk_decays(dt_c: torch.Tensor, A_t: torch.Tensor) -> torch.Tensor:
-    """exp(A sum(dt)) over each chunk: (b, n_c, G, N, dg)."""
-    return _decays(dt_c.sum(0), A_t)
+    return h_out
 
 
 class _SelectiveScan(torch.autograd.Function):
     """y_t = <C_t, h_t>, h_t = exp(dt_t A) h_{t-1} + x_t B_t (x = dt u) on (b, G, dg, L) inputs; also returns h_L.
 
-    Blocks of chunks run one after another, the state carried between them, so that each block's buffers stay in
-    cache; with keep_states the block states are saved for backward (the only (b, dim, N, L)-sized memory kept).
+    With keep_states the states of every step are kept for backward (the only (b, dim, N, L)-sized memory kept);
+    without, each block's states live in a reused buffer.
     """
 
     @staticmethod
     def forward(ctx, dt, x, A_t, B, C, chunk_size, block_elements, keep_states):
         # dt, x: (b, G, dg, L); A_t: (G, N, dg); B, C: (b, G, N, L)
         b, G, dg, L = dt.shape
-        layout = _Layout(L, b * G * dg * A_t.shape[1], chunk_size, block_elements)
-        dt_c, x_c, B_c, C_c = (layout.to_chunks(t) for t in (dt, x, B, C))
-        y_c = torch.empty_like(x_c)
+        N = A_t.shape[1]
+        layout = _Layout(L, b * G * dg * N, chunk_size, block_elements)
+        T = layout.T
+        # rows saved for backward, or in reused buffers; dt has a zero row past the end, so dt_r[1:] is dt_{t+1}
+        dt_r, x_r, B_r, C_r = (layout.to_rows(t, extra, None if keep_states else name)
+                               for t, extra, name in ((dt, 1, "dt"), (x, 0, "x"), (B, 0, "B"), (C, 0, "C")))
+        floor = _can_underflow(dt, A_t)
+        y_r = _buffer(x_r.shape, x_r, "y")
+        all_states = torch.empty(layout.rows, b, G, N, dg, dtype=x.dtype, device=x.device) if keep_states else None
         h = None
-        block_states = []
-        for blk in layout.blocks:
-            dt_b = dt_c[:, :, blk]
-            states = _product(x_c[:, :, blk, :, None, :], B_c[:, :, blk, :, :, None],
-                              slot=None if keep_states else "states")
-            h = _scan_(_decays(dt_b, A_t, "decay"), states, _chunk_decays(dt_b, A_t), h, reverse=False)
-            y_c[:, :, blk] = torch.matmul(C_c[:, :, blk, :, None, :], states).squeeze(-2)
-            if keep_states:
-                block_states.append(states)
-        ctx.layout = layout
+        for rows in layout.blocks:
+            dt_b = dt_r[rows]
+            drive = (x_r[rows, ..., None, :], B_r[rows, ..., None])
+            states = torch.mul(*drive, out=all_states[rows]) if keep_states else _product(*drive, slot="states")
+            h = _scan_(_decays(dt_b, A_t, "decay", floor), states, _chunk_decays(dt_b, A_t, T), h, T, reverse=False)
+            torch.matmul(C_r[rows, ..., None, :], states, out=y_r[rows, ..., None, :])
+        ctx.layout, ctx.floor = layout, floor
         if keep_states:
-            ctx.save_for_backward(A_t, dt_c, x_c, B_c, C_c, *block_states)
-        return layout.from_chunks(y_c), h
+            ctx.save_for_backward(A_t, dt_r, x_r, B_r, C_r, all_states)
+        return layout.from_rows(y_r), h
 
     @staticmethod
     def backward(ctx, grad_y, grad_h_last):
-        A_t, dt_c, x_c, B_c, C_c, *block_states = ctx.saved_tensors
-        layout = ctx.layout
-        gy_c = layout.to_chunks(grad_y.to(x_c.dtype))
-        dt_next_c = _next_step(dt_c)
-        grads = {name: torch.empty_like(t) for name, t in (("dt", dt_c), ("x", x_c), ("B", B_c), ("C", C_c))}
+        A_t, dt_r, x_r, B_r, C_r, all_states = ctx.saved_tensors
+        layout, floor, T = ctx.layout, ctx.floor, ctx.layout.T
+        gy_r = layout.to_rows(grad_y.to(x_r.dtype))
+        grads = {name: torch.empty_like(t) for name, t in (("x", x_r), ("B", B_r), ("C", C_r))}
+        grads["dt"] = torch.empty_like(x_r)
         grad_A = torch.zeros_like(A_t)
         # adjoint state: g_t = C_t gy_t + exp(dt_{t+1} A) g_{t+1}, entering from the end with grad_h_last
-        g = grad_h_last.to(x_c.dtype)
-        for i in range(len(layout.blocks) - 1, -1, -1):
-            blk, states = layout.blocks[i], block_states[i]
-            dt_next_b, gy_b = dt_next_c[:, :, blk], gy_c[:, :, blk]
-            decay_next = _decays(dt_next_b, A_t, "decay")
-            adjoint = _product(C_c[:, :, blk, :, :, None], gy_b[..., None, :], "adjoint")
-            g = _scan_(decay_next, adjoint, _chunk_decays(dt_next_b, A_t), g, reverse=True)
-            grads["C"][:, :, blk] = torch.matmul(states, gy_b[..., None]).squeeze(-1)
-            grads["x"][:, :, blk] = torch.matmul(B_c[:, :, blk, :, None, :], adjoint).squeeze(-2)
-            grads["B"][:, :, blk] = torch.matmul(adjoint, x_c[:, :, blk, :, :, None]).squeeze(-1)
-            # the decay's gradient, adjoint_t * exp(dt_t A) * h_{t-1}: both factors are the previous global step of
-            # decay_next and states (within a chunk t - 1, at a chunk's first step the previous chunk's last)
+        g = grad_h_last.to(x_r.dtype)
+        for rows in reversed(layout.blocks):
+            dt_next = dt_r[rows.start + 1:rows.stop + 1]
+            decay_next = _decays(dt_next, A_t, "decay", floor)
+            adjoint = _product(C_r[rows, ..., None], gy_r[rows, ..., None, :], "adjoint")
+            g = _scan_(decay_next, adjoint, _chunk_decays(dt_next, A_t, T), g, T, reverse=True)
+            states = all_states[rows]
+            torch.matmul(states, gy_r[rows, ..., None], out=grads["C"][rows, ..., None])
+            torch.matmul(B_r[rows, ..., None, :], adjoint, out=grads["x"][rows, ..., None, :])
+            torch.matmul(adjoint, x_r[rows, ..., None], out=grads["B"][rows, ..., None])
+            # the decay's gradient, adjoint_t * exp(dt_t A) * h_{t-1}: both factors are the previous row of
+            # decay_next and of the states; at the block's first row, exp(dt A) afresh and the previous block's state
             decay_grad = adjoint
             decay_grad[1:].mul_(decay_next[:-1]).mul_(states[:-1])
-            decay_grad[0, :, 1:].mul_(decay_next[-1, :, :-1]).mul_(states[-1, :, :-1])
-            if i == 0:
-                decay_grad[0, :, 0] = 0  # h_{-1} = 0
-            else:  # the block's first step: the previous block's last state
-                decay_grad[0, :, 0].mul_(_decays(dt_c[0, :, blk.start], A_t)).mul_(block_states[i - 1][-1, :, -1])
-            grads["dt"][:, :, blk] = torch.mul(decay_grad, A_t, out=decay_next).sum(-2)
-            grad_A += decay_grad.mul_(dt_c[:, :, blk, :, None, :]).sum((0, 1, 2))
-        return (*(layout.from_chunks(grads[name]) for name in ("dt", "x")), grad_A, layout.from_chunks(grads["B"]),
-                layout.from_chunks(grads["C"]), None, None, None)
+            if rows.start == 0:
+                decay_grad[0] = 0  # h_{-1} = 0
+            else:
+                decay_grad[0].mul_(_decays(dt_r[rows.start], A_t)).mul_(all_states[rows.start - 1])
+            torch.sum(torch.mul(decay_grad, A_t, out=decay_next), -2, out=grads["dt"][rows])
+            grad_A += decay_grad.mul_(dt_r[rows, ..., None, :]).sum((0, 1))
+        return (*(layout.from_rows(grads[name]) for name in ("dt", "x")), grad_A, layout.from_rows(grads["B"]),
+                layout.from_rows(grads["C"]), None, None, None)
 
 
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
