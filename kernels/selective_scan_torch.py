@@ -17,12 +17,37 @@ Inputs are expected already validated and normalised by `medmamba.kernels.select
 """
 import math
 import threading
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-# floats in one block's buffer (decays, states): a block's buffers stay in a CPU's L2/L3 cache
-BLOCK_ELEMENTS = 2 ** 20
+
+
+def _last_level_cache_bytes() -> int | None:
+    """The largest CPU cache Linux reports for cpu0 (None elsewhere or when unreadable)."""
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        scale = {"K": 2 ** 10, "M": 2 ** 20}.get(text[-1:], 1)
+        if text.rstrip("KM").isdigit():
+            sizes.append(int(text.rstrip("KM")) * scale)
+    return max(sizes, default=None)
+
+
+def _block_elements() -> int:
+    """Floats in one block's buffer (decays, states): the two buffers within half the last-level cache, between
+    2**18 and 2**22 (2**20 where the cache is unknown). Bigger blocks mean fewer, larger ops."""
+    cache = _last_level_cache_bytes()
+    if cache is None:
+        return 2 ** 20
+    return 2 ** min(22, max(18, int(math.log2(cache / 2 / 2 / 4))))
+
+
+BLOCK_ELEMENTS = _block_elements()
 
 
 class _Layout:

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from medmamba.kernels import selective_scan
+from medmamba.kernels import selective_scan_torch as selective_scan_torch_module
 from medmamba.kernels.selective_scan_torch import selective_scan_torch
+
 
 def reference_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """Plain float64 recurrence, one time step at a time. Returns (out, last_state) in float64."""
@@ -231,3 +233,11 @@ def test_triton_kernels_compile_for_hopper():
                            constexprs={(names.index(n),): v for n, v in constants.items() if n in names})
         compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
         assert "st.global" in compiled.asm["ptx"]
+
+
+@pytest.mark.parametrize("cache, expected", [(None, 2 ** 20), (16 * 2 ** 20, 2 ** 20), (300 * 2 ** 20, 2 ** 22),
+                                             (256 * 2 ** 10, 2 ** 18)])
+def test_torch_block_size_follows_the_last_level_cache(monkeypatch, cache, expected):
+    """A block's two float32 buffers fill at most half the last-level cache, within [2**18, 2**22] floats."""
+    monkeypatch.setattr(selective_scan_torch_module, "_last_level_cache_bytes", lambda: cache)
+    assert selective_scan_torch_module._block_elements() == expected
