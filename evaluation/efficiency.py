@@ -29,8 +29,9 @@ Peak memory
     CPU: process RSS is unreliable for this (glibc keeps freed memory; tracemalloc does not see torch), so the
     pass runs under ``torch.profiler`` with ``profile_memory=True`` and the allocations/frees it attributes to each
     operator are replayed in time order, allocations at the operator's start and frees at its end: the peak of
-    live tensor bytes allocated by torch during the pass (``memory_method="torch_profiler"``). It does not include
-    allocations outside torch's allocator (e.g. oneDNN scratch buffers).
+    live tensor bytes allocated by torch during the pass (``memory_method="torch_profiler"``). The torch scan's
+    buffers, which it keeps between calls, are released first so that the pass allocates and counts them. It does
+    not include allocations outside torch's allocator (e.g. oneDNN scratch buffers).
 """
 from __future__ import annotations
 
@@ -170,6 +171,9 @@ def measure_peak_memory(model: nn.Module, x: torch.Tensor) -> tuple[int, str]:
         return torch.cuda.max_memory_allocated(x.device) - base, "cuda_allocator"
     from torch.profiler import ProfilerActivity, profile
 
+    from medmamba.kernels.selective_scan_torch import release_buffers
+
+    release_buffers()
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         model(x)
     return _replay_profiler_memory(prof), "torch_profiler"

@@ -102,6 +102,11 @@ def _buffer(shape: torch.Size, like: torch.Tensor, slot: str | None) -> torch.Te
     return buffers[key][:numel].view(shape)
 
 
+def release_buffers() -> None:
+    """Free this thread's reused buffers (kept between calls; memory measurements release them to count them)."""
+    _scratch.__dict__.clear()
+
+
 def _product(a: torch.Tensor, b: torch.Tensor, slot: str | None = None) -> torch.Tensor:
     """a * b broadcast into a contiguous tensor (a plain mul may follow a broadcast operand's odd strides)."""
     return torch.mul(a, b, out=_buffer(torch.broadcast_shapes(a.shape, b.shape), a, slot))
