@@ -80,11 +80,12 @@ def run(device: str = "cpu", quick: bool = False) -> dict:
             x = torch.randn(shape, device=dev, dtype=dtype)
             case = {"name": name, "shape": list(shape), "routes": len(routes), "dtype": str(dtype).split(".")[-1],
                     "torch_ms": _measure(x, routes, "torch", repeats)}
+            moved = _bytes_moved(x, len(routes))
             if on_gpu:
                 case["triton_ms"] = _measure(x, routes, "triton", repeats)
                 case["speedup_triton_vs_torch"] = {k: case["torch_ms"][k] / v for k, v in case["triton_ms"].items()}
-                case["triton_gb_per_s"] = {k: b / case["triton_ms"][k] / 1e6 for k, b in _bytes_moved(x, len(routes)).items()}
-            case["torch_gb_per_s"] = {k: b / case["torch_ms"][k] / 1e6 for k, b in _bytes_moved(x, len(routes)).items()}
+                case["triton_gb_per_s"] = {k: b / case["triton_ms"][k] / 1e6 for k, b in moved.items()}
+            case["torch_gb_per_s"] = {k: b / case["torch_ms"][k] / 1e6 for k, b in moved.items()}
             cases.append(case)
             del x
     result = {

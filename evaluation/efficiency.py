@@ -304,7 +304,8 @@ def write_sweep_outputs(result: dict[str, Any], out_dir) -> None:
 
     rows = result["results"]
     plt = report.pyplot()
-    panels = (("flops", "GFLOPs", 1e-9), ("latency_ms", "latency (ms)", 1.0), ("peak_memory_mb", "peak memory (MiB)", 1.0))
+    panels = (("flops", "GFLOPs", 1e-9), ("latency_ms", "latency (ms)", 1.0),
+              ("peak_memory_mb", "peak memory (MiB)", 1.0))
     with atomic_dir(Path(out_dir)) as tmp:
         report.write_json(tmp / "efficiency.json", result)
         columns = ["model", "baseline", "size", "voxels", "params", "flops", "flops_scan", "scan_calls", "latency_ms",
