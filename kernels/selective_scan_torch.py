@@ -98,7 +98,8 @@ def _buffer(shape: torch.Size, like: torch.Tensor, slot: str | None) -> torch.Te
     buffers = _scratch.__dict__.setdefault("buffers", {})
     key, numel = (slot, like.dtype), math.prod(shape)
     if key not in buffers or buffers[key].numel() < numel:
-        buffers[key] = torch.empty(numel, dtype=like.dtype)
+        with torch.inference_mode(False):  # a buffer made in inference mode could not be written outside it
+            buffers[key] = torch.empty(numel, dtype=like.dtype)
     return buffers[key][:numel].view(shape)
 
 

@@ -235,6 +235,19 @@ def test_triton_kernels_compile_for_hopper():
         assert "st.global" in compiled.asm["ptx"]
 
 
+def test_torch_reused_buffers_outlive_inference_mode():
+    """The inference path's reused buffers, first made under inference_mode, still serve no_grad and training."""
+    selective_scan_torch_module.release_buffers()
+    inputs = make_inputs(dim=4, L=20)
+    with torch.inference_mode():
+        expected = selective_scan(**inputs, backend="torch")
+    with torch.no_grad():
+        torch.testing.assert_close(selective_scan(**inputs, backend="torch"), expected)
+    u = inputs.pop("u").clone().requires_grad_()
+    selective_scan(u, **inputs, backend="torch").sum().backward()
+    assert u.grad is not None
+
+
 @pytest.mark.parametrize("cache, expected", [(None, 2 ** 20), (16 * 2 ** 20, 2 ** 20), (300 * 2 ** 20, 2 ** 22),
                                              (256 * 2 ** 10, 2 ** 18)])
 def test_torch_block_size_follows_the_last_level_cache(monkeypatch, cache, expected):
