@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 
-
 def _last_level_cache_bytes() -> int | None:
     """The largest CPU cache Linux reports for cpu0 (None elsewhere or when unreadable)."""
     sizes = []
@@ -44,7 +43,7 @@ def _block_elements() -> int:
     cache = _last_level_cache_bytes()
     if cache is None:
         return 2 ** 20
-    return 2 ** min(22, max(18, int(math.log2(cache / 2 / 2 / 4))))
+    return 2 ** min(22, max(18, int(math.log2(cache / 2 / 2 / 4))))  # half the cache, two buffers, 4-byte floats
 
 
 BLOCK_ELEMENTS = _block_elements()
@@ -73,18 +72,22 @@ class _Layout:
         b, G, C, L = t.shape
         out = _buffer((self.rows + extra, b, G, C), t, slot)
         out[L:].zero_()
-        for i in range(b):  # 2-D transposing copies: torch's blocked transpose kernel serves these only
-            for g in range(G):
-                out[:L, i, g].copy_(t[i, g].t())
+        _copy_transposed(out[:L].permute(1, 2, 0, 3), t)
         return out
 
     def from_rows(self, rows: torch.Tensor) -> torch.Tensor:
         _, b, G, C = rows.shape
         out = torch.empty(b, G, C, self.L, dtype=rows.dtype, device=rows.device)
-        for i in range(b):
-            for g in range(G):
-                out[i, g].copy_(rows[:self.L, i, g].t())
+        _copy_transposed(out, rows[:self.L].permute(1, 2, 0, 3))
         return out
+
+
+def _copy_transposed(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """dst (b, G, m, n) = src (b, G, n, m) transposed, one 2-D copy per matrix: torch's blocked transpose kernel
+    serves 2-D copies only, and a 4-D transposing copy is several times slower."""
+    for dst_b, src_b in zip(dst, src):
+        for dst_m, src_m in zip(dst_b, src_b):
+            dst_m.copy_(src_m.t())
 
 
 _scratch = threading.local()
