@@ -11,9 +11,11 @@ from medmamba.kernels.cross_scan import (
     cross_scan_3d,
 )
 from medmamba.kernels.selective_scan import selective_scan
+from medmamba.kernels.selective_scan_ref import selective_scan_ref
 
 __all__ = [
     "selective_scan",
+    "selective_scan_ref",
     "Route",
     "ROUTES_2D",
     "ROUTES_3D",

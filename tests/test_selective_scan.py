@@ -11,36 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from medmamba.kernels import selective_scan
+from medmamba.kernels import selective_scan, selective_scan_ref
 from medmamba.kernels import selective_scan_torch as selective_scan_torch_module
 from medmamba.kernels.selective_scan_torch import selective_scan_torch
 
 
 def reference_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """Plain float64 recurrence, one time step at a time. Returns (out, last_state) in float64."""
-    u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
-    batch, dim, L = u.shape
-    if delta_bias is not None:
-        delta = delta + delta_bias.double()[:, None]
-    if delta_softplus:
-        delta = torch.log1p(torch.exp(delta))
-    if B.dim() == 3:
-        B, C = B[:, None], C[:, None]
-    group_of_channel = torch.arange(dim) // (dim // B.shape[1])
-    B, C = B[:, group_of_channel], C[:, group_of_channel]  # (batch, dim, N, L)
-    h = u.new_zeros(batch, dim, A.shape[1])
-    ys = []
-    for t in range(L):
-        dt = delta[:, :, t, None]
-        h = torch.exp(dt * A) * h + dt * B[..., t] * u[:, :, t, None]
-        ys.append((h * C[..., t]).sum(-1))
-    y = torch.stack(ys, -1)
-    if D is not None:
-        y = y + D.double()[:, None] * u
-    if z is not None:
-        z = z.double()
-        y = y * z * torch.sigmoid(z)
-    return y, h
+    """The float64 loop on float64 copies of the inputs. Returns (out, last_state) in float64."""
+    args = [None if t is None else t.double() for t in (u, delta, A, B, C, D, z, delta_bias)]
+    return selective_scan_ref(*args, delta_softplus=delta_softplus, return_last_state=True)
 
 
 def make_inputs(batch=2, dim=6, L=20, N=4, G=1, grouped_form=True, with_D=True, with_z=True, with_bias=True,
