@@ -4,13 +4,16 @@ One training iteration is the trainer's own ``train_step`` (forward, deep-superv
 gradient clipping, its optimizer's step; mixed precision on CUDA) on random data of the plan's patch and batch
 size. Each trainer runs in its own subprocess so that peak memory is its own.
 
-- CPU (default without a GPU): a small 3d_fullres plan (patch 20x32x32 at 2.5x1x1 mm, 4 stages), one thread.
-- CUDA: a realistic 3d_fullres plan (patch 128^3, 6 stages, 32..320 features, batch 2).
+- CPU (default without a GPU): a small 3d_fullres plan (patch 20x32x32 at 2.5x1x1 mm, 4 stages), one thread;
+  ``--configuration 2d``: patch 64x64, 4 stages.
+- CUDA: a realistic 3d_fullres plan (patch 128^3, 6 stages, 32..320 features, batch 2); ``--configuration 2d``:
+  patch 512x512, 8 stages, 32..512 features, batch 2.
 
-Writes ``benchmarks/results/trainers-<device>.json`` (absolute figures and ratios to nnUNetTrainer) and a PNG.
-Goal (issue 5): MHSVMTrainer at most 1.2x nnUNetTrainer's time per iteration on the CUDA plan.
+Writes ``benchmarks/results/trainers-<device>.json`` (``trainers-<device>-2d.json`` for 2d; absolute figures and
+ratios to nnUNetTrainer) and a PNG.
+Goal (issue 5): MHSVMTrainer at most 1.2x nnUNetTrainer's time per iteration on the CUDA 3d_fullres plan.
 
-    python benchmarks/trainers.py [--device cpu|cuda] [--iters N]
+    python benchmarks/trainers.py [--device cpu|cuda] [--configuration 3d_fullres|2d] [--iters N]
 """
 from __future__ import annotations
 
@@ -30,11 +33,23 @@ RESULTS = Path(__file__).parent / "results"
 BASELINE = "nnUNetTrainer"
 TRAINERS = ("MHSVMTrainer", "VMUNetTrainer", "UMambaBotTrainer", "UMambaEncTrainer", "SegMambaTrainer",
             "LightMUNetTrainer", "MambaOutTrainer")
+CONFIGURATIONS = ("3d_fullres", "2d")
 
 
-def plans_for(device: str) -> dict:
-    """nnU-Net plans with one 3d_fullres configuration, as nnUNetv2_plan_and_preprocess writes them."""
-    if device == "cuda":
+def plans_for(device: str, configuration: str = "3d_fullres") -> dict:
+    """nnU-Net plans with one configuration (``3d_fullres`` or ``2d``), as nnUNetv2_plan_and_preprocess writes
+    them."""
+    if configuration not in CONFIGURATIONS:
+        raise ValueError(f"configuration {configuration!r}: expected one of {CONFIGURATIONS}")
+    if configuration == "2d" and device == "cuda":
+        patch, spacing, batch = [512, 512], [1.0, 1.0], 2
+        features, strides = [32, 64, 128, 256, 512, 512, 512, 512], [[1, 1]] + [[2, 2]] * 7
+        kernels = [[3, 3]] * 8
+    elif configuration == "2d":
+        patch, spacing, batch = [64, 64], [1.0, 1.0], 2
+        features, strides = [32, 64, 128, 256], [[1, 1]] + [[2, 2]] * 3
+        kernels = [[3, 3]] * 4
+    elif device == "cuda":
         patch, spacing, batch = [128, 128, 128], [1.0, 1.0, 1.0], 2
         features, strides = [32, 64, 128, 256, 320, 320], [[1, 1, 1]] + [[2, 2, 2]] * 5
         kernels = [[3, 3, 3]] * 6
@@ -42,21 +57,22 @@ def plans_for(device: str) -> dict:
         patch, spacing, batch = [20, 32, 32], [2.5, 1.0, 1.0], 2
         features, strides = [32, 64, 128, 256], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]
         kernels = [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]
-    n = len(features)
+    n, dims = len(features), len(patch)
+    volume_spacing, volume_shape = [1.0] * (3 - dims) + spacing, [1] * (3 - dims) + patch  # 2d: slices of a volume
     arch = {
         "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
         "arch_kwargs": {
-            "n_stages": n, "features_per_stage": features, "conv_op": "torch.nn.modules.conv.Conv3d",
+            "n_stages": n, "features_per_stage": features, "conv_op": f"torch.nn.modules.conv.Conv{dims}d",
             "kernel_sizes": kernels, "strides": strides, "n_conv_per_stage": [2] * n,
             "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True,
-            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+            "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dims}d",
             "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
             "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
         },
         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
     }
-    configuration = {
-        "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
+    config = {
+        "data_identifier": f"nnUNetPlans_{configuration}", "preprocessor_name": "DefaultPreprocessor",
         "batch_size": batch, "patch_size": patch, "median_image_size_in_voxels": patch, "spacing": spacing,
         "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
         "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
@@ -68,13 +84,13 @@ def plans_for(device: str) -> dict:
     }
     return {
         "dataset_name": "Dataset999_Benchmark", "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": spacing, "original_median_shape_after_transp": patch,
+        "original_median_spacing_after_transp": volume_spacing, "original_median_shape_after_transp": volume_shape,
         "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
         "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {
             "0": {"max": 1.0, "mean": 0.5, "median": 0.5, "min": 0.0, "percentile_00_5": 0.0,
                   "percentile_99_5": 1.0, "std": 0.2}},
-        "configurations": {"3d_fullres": configuration},
+        "configurations": {configuration: config},
     }
 
 
@@ -82,7 +98,7 @@ DATASET_JSON = {"channel_names": {"0": "MR"}, "labels": {"background": 0, "organ
                 "numTraining": 1, "file_ending": ".nii.gz"}
 
 
-def measure_one(name: str, device_type: str, iters: int, warmup: int) -> dict:
+def measure_one(name: str, device_type: str, iters: int, warmup: int, configuration: str = "3d_fullres") -> dict:
     """Time ``iters`` train steps of trainer ``name`` in this process; peak memory over the steps."""
     import torch
 
@@ -94,8 +110,8 @@ def measure_one(name: str, device_type: str, iters: int, warmup: int) -> dict:
         for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
             os.environ[var] = tmp
         trainer_class = recursive_find_trainer_class_by_name(name)
-        plans = {**plans_for(device_type), "continue_training": False}  # nnU-Net 2.8 passes this in the plans
-        trainer = trainer_class(plans, "3d_fullres", 0, DATASET_JSON, torch.device(device_type))
+        plans = {**plans_for(device_type, configuration), "continue_training": False}  # nnU-Net 2.8 reads this
+        trainer = trainer_class(plans, configuration, 0, DATASET_JSON, torch.device(device_type))
         rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if device_type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -128,12 +144,53 @@ def measure_one(name: str, device_type: str, iters: int, warmup: int) -> dict:
             "skipped_nonfinite_steps": getattr(trainer, "nonfinite_steps_in_a_row", 0)}
 
 
+def measure_in_subprocess(name: str, device: str, iters: int, configuration: str = "3d_fullres",
+                          timeout: float | None = None) -> dict:
+    """:func:`measure_one` in a fresh process (so that peak memory is the trainer's own).
+
+    Args:
+        name: an nnU-Net trainer class name.
+        device: "cpu" or "cuda".
+        iters: timed iterations (after the warm-up ones).
+        configuration: "3d_fullres" or "2d" (see :func:`plans_for`).
+        timeout: seconds after which the measurement is abandoned.
+
+    Returns:
+        The measurement, or ``{"error": <the last line of the child's stderr, or the time-out>}``.
+    """
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, __file__, "--device", device, "--configuration", configuration, "--iters", str(iters),
+               "--one", name]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"not measured within {timeout:.0f} s"}
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(proc.stdout.split("RESULT", 1)[1])
+
+
+def with_ratios(measured: dict, base: dict) -> dict:
+    """``measured`` with ``time_ratio`` and ``mem_ratio`` to the baseline's figures (none for an error)."""
+    if "error" in measured or "error" in base:
+        return dict(measured)
+    return {**measured, "time_ratio": measured["s_per_iter"] / base["s_per_iter"],
+            "mem_ratio": measured["peak_mem_mb"] / base["peak_mem_mb"]}
+
+
 def device_slug(device_type: str) -> str:
     import torch
 
     if device_type == "cpu":
         return "cpu"
     return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(0).lower()).strip("-")
+
+
+def plan_description(device: str, configuration: str = "3d_fullres") -> str:
+    """One line for a plan: configuration, patch, batch and stages."""
+    config = plans_for(device, configuration)["configurations"][configuration]
+    return (f"{configuration} patch {'x'.join(map(str, config['patch_size']))}, batch {config['batch_size']}, "
+            f"{len(config['architecture']['arch_kwargs']['features_per_stage'])} stages")
 
 
 def plot(result: dict, path: Path) -> None:
@@ -162,6 +219,7 @@ def plot(result: dict, path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    parser.add_argument("--configuration", choices=CONFIGURATIONS, default="3d_fullres")
     parser.add_argument("--iters", type=int, default=None, help="timed iterations per trainer (CPU 3, CUDA 10)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one trainer, print JSON
     args = parser.parse_args()
@@ -173,40 +231,30 @@ def main() -> int:
     iters = args.iters or (10 if device == "cuda" else 3)
     warmup = 3 if device == "cuda" else 1
     if args.one:
-        print("RESULT" + json.dumps(measure_one(args.one, device, iters, warmup)))
+        print("RESULT" + json.dumps(measure_one(args.one, device, iters, warmup, args.configuration)))
         return 0
 
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONWARNINGS": "ignore"}
     measured = {}
     for name in (BASELINE, *TRAINERS):
-        proc = subprocess.run([sys.executable, __file__, "--device", device, "--iters", str(iters), "--one", name],
-                              capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            measured[name] = {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
-        else:
-            measured[name] = json.loads(proc.stdout.split("RESULT", 1)[1])
+        measured[name] = measure_in_subprocess(name, device, iters, args.configuration)
         print(f"{name:20s} {measured[name]}", flush=True)
     base = measured[BASELINE]
-    config = plans_for(device)["configurations"]["3d_fullres"]
     result = {
         "device": device_slug(device),
-        "plan": f"3d_fullres patch {'x'.join(map(str, config['patch_size']))}, batch {config['batch_size']}, "
-                f"{len(config['architecture']['arch_kwargs']['features_per_stage'])} stages",
+        "plan": plan_description(device, args.configuration),
         "machine": machine_description(device),
         "torch": torch.__version__,
         "threads": 1 if device == "cpu" else None,
         "iters": iters,
-        "command": f"python benchmarks/trainers.py --device {device} --iters {iters}",
+        "command": f"python benchmarks/trainers.py --device {device} --configuration {args.configuration} "
+                   f"--iters {iters}",
         "baseline": {BASELINE: base},
-        "trainers": {
-            name: {**m, **({"time_ratio": m["s_per_iter"] / base["s_per_iter"],
-                             "mem_ratio": m["peak_mem_mb"] / base["peak_mem_mb"]} if "error" not in m else {})}
-            for name, m in measured.items() if name != BASELINE
-        },
+        "trainers": {name: with_ratios(m, base) for name, m in measured.items() if name != BASELINE},
         "goal": "MHSVMTrainer time_ratio <= 1.2 on the CUDA 3d_fullres 128^3 plan",
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"trainers-{result['device']}.json"
+    suffix = "" if args.configuration == "3d_fullres" else f"-{args.configuration}"
+    out = RESULTS / f"trainers-{result['device']}{suffix}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     if all("error" not in m for m in result["trainers"].values()):
         plot(result, out.with_suffix(".png"))
