@@ -56,6 +56,9 @@ class ModelEntry:
     reference_input: dict[int, tuple[int, ...]] = field(default_factory=dict)
     trainer: str | None = None
     notes: str = ""
+    # ``fn(official_state_dict, model) -> medmamba.weights.Converted``: maps an official checkpoint to ours (see
+    # ``medmamba.import_weights``), as timm's ``checkpoint_filter_fn``; it lives beside the builder.
+    checkpoint_filter: Callable[..., Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +75,7 @@ class ModelEntry:
             "presets": sorted(self.presets),
             "trainer": self.trainer,
             "notes": self.notes,
+            "imports_official_weights": self.checkpoint_filter is not None,
         }
 
 

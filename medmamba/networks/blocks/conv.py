@@ -47,19 +47,25 @@ class ConvNormAct(nn.Sequential):
 
 
 class ResConvBlock(nn.Module):
-    """Two ConvNormAct with a residual connection (1x1 projection when the shape changes)."""
+    """Two ConvNormAct with a residual connection.
+
+    The skip is the identity, or a strided 1x1 ConvNorm where the shape changes (MONAI's UnetResBlock);
+    ``conv_skip=True`` makes it a strided 1x1 conv with bias and no norm whatever the shape (U-Mamba's
+    BasicResBlock).
+    """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, kernel_size: Size = 3,
-                 stride: Size = 1):
+                 stride: Size = 1, conv_skip: bool = False):
         super().__init__()
         self.conv1 = ConvNormAct(spatial_dims, in_channels, out_channels, kernel_size, stride)
         self.conv2 = ConvNormAct(spatial_dims, out_channels, out_channels, kernel_size, act=False)
         strided = any(s != 1 for s in as_tuple(stride, spatial_dims))
-        self.skip = (
-            ConvNormAct(spatial_dims, in_channels, out_channels, 1, stride, act=False)
-            if strided or in_channels != out_channels
-            else nn.Identity()
-        )
+        if conv_skip:
+            self.skip = conv_nd(spatial_dims, in_channels, out_channels, 1, stride)
+        elif strided or in_channels != out_channels:
+            self.skip = ConvNormAct(spatial_dims, in_channels, out_channels, 1, stride, act=False)
+        else:
+            self.skip = nn.Identity()
         self.act = nn.LeakyReLU(0.01, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -68,9 +68,29 @@ class MambaMixer(nn.Module):
         return self.out_proj(y * F.silu(z))
 
 
+def _route_axis(t: torch.Tensor) -> torch.Tensor:
+    return t[None]
+
+
+# mamba_ssm's ``Mamba`` (one direction) -> ``MambaMixer``: tensor names and the reshape each needs.
+MAMBA_SSM_NAMES = {
+    "in_proj.weight": ("in_proj.weight", None),
+    "in_proj.bias": ("in_proj.bias", None),
+    "conv1d.weight": ("conv1d.weight", None),
+    "conv1d.bias": ("conv1d.bias", None),
+    "x_proj.weight": ("ssm.x_proj_weight", _route_axis),
+    "dt_proj.weight": ("ssm.dt_projs_weight", _route_axis),
+    "dt_proj.bias": ("ssm.dt_projs_bias", _route_axis),
+    "A_log": ("ssm.A_logs", None),
+    "D": ("ssm.Ds", None),
+    "out_proj.weight": ("out_proj.weight", None),
+    "out_proj.bias": ("out_proj.bias", None),
+}
+
+
 class MambaLayer(nn.Module):
-    """Pre-norm residual Mamba layer on a channels-first feature map (B, C, *spatial): U-Mamba's and
-    LightM-UNet's way of running a Mamba mixer over all voxels of a CNN feature map."""
+    """Pre-norm residual Mamba layer on a channels-first feature map (B, C, *spatial): a Mamba mixer over all
+    voxels of a CNN feature map (SegMamba's layers)."""
 
     def __init__(self, dim: int, **mixer_kwargs):
         super().__init__()

@@ -36,21 +36,26 @@ def per_stage(value, n_stages: int, name: str) -> list:
 
 
 class UNetDecoder(nn.Module):
-    """``deep_supervision`` is the attribute nnU-Net's ``set_deep_supervision_enabled`` toggles."""
+    """``deep_supervision`` is the attribute nnU-Net's ``set_deep_supervision_enabled`` toggles.
+    ``unfused``: decoder stages that take the upsampled features alone, without their skip (U-Mamba's 2D nets
+    leave out the full-resolution skip)."""
 
     def __init__(self, ups: Sequence[nn.Module], stages: Sequence[nn.Module], heads: Sequence[nn.Module],
-                 fuse: str = "cat", final_up: nn.Module | None = None, deep_supervision: bool = False):
+                 fuse: str = "cat", final_up: nn.Module | None = None, deep_supervision: bool = False,
+                 unfused: Sequence[int] = ()):
         super().__init__()
         if fuse not in ("cat", "add"):
             raise ValueError(f"fuse must be 'cat' or 'add', not {fuse!r}")
         self.ups, self.stages, self.heads = nn.ModuleList(ups), nn.ModuleList(stages), nn.ModuleList(heads)
         self.fuse, self.final_up, self.deep_supervision = fuse, final_up, deep_supervision
+        self.unfused = frozenset(unfused)
 
     def forward(self, skips: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         x, outputs = skips[-1], []
         for i in reversed(range(len(self.stages))):
             x = self.ups[i](x)
-            x = torch.cat((x, skips[i]), dim=1) if self.fuse == "cat" else x + skips[i]
+            if i not in self.unfused:
+                x = torch.cat((x, skips[i]), dim=1) if self.fuse == "cat" else x + skips[i]
             x = self.stages[i](x)
             if i == 0:
                 outputs.append(self.heads[0](x if self.final_up is None else self.final_up(x)))
