@@ -34,6 +34,7 @@ from medmamba.datasets.readers import (
     LOSSY_ENDINGS,
     MEDICAL_ENDINGS,
     NATURAL_ENDINGS,
+    check_finite,
     check_label_values,
     check_same_geometry,
     list_entries,
@@ -73,7 +74,7 @@ def convert_msd(task_dir: os.PathLike, raw_root: os.PathLike, dataset_id: int, n
     n_channels = len(channel_names)
 
     target = target_folder(raw_root, dataset_id, name, overwrite)
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, "convert msd", overwrite) as tmp:
         for sub in ("imagesTr", "labelsTr") + (("imagesTs",) if test else ()):
             (tmp / sub).mkdir()
         for image_path, label_path in tqdm(training, desc=f"MSD {task_dir.name}", unit="case"):
@@ -103,6 +104,7 @@ def _msd_image(path: Path, n_channels: int):
     if data.ndim not in (3, 4) or channels != n_channels:
         raise MedMambaError(f"{path}: has {channels} channel(s) (shape {data.shape}), dataset.json lists "
                             f"{n_channels} modalities")
+    check_finite(data, path)
     return image, data
 
 
@@ -137,7 +139,7 @@ def convert_folder(images_dir: os.PathLike, labels_dir: os.PathLike, raw_root: o
     mapping = _value_mapping(labels)
 
     target = target_folder(raw_root, dataset_id, name, overwrite)
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, "convert folder", overwrite) as tmp:
         (tmp / "imagesTr").mkdir()
         (tmp / "labelsTr").mkdir()
         found: set[int] = set()
@@ -213,7 +215,7 @@ def convert_png2d(images_dir: os.PathLike, masks_dir: os.PathLike, raw_root: os.
     images = {case: read_natural(path) for case, path, _ in tqdm(pairs, desc="reading images", unit="image")}
     rgb = any(img.ndim == 3 for img in images.values())
     target = target_folder(raw_root, dataset_id, name, overwrite)
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, "convert png2d", overwrite) as tmp:
         (tmp / "imagesTr").mkdir()
         (tmp / "labelsTr").mkdir()
         mask_arrays = {}

@@ -192,10 +192,11 @@ def restoration_pair(shape=(64, 64), degradation: str = "gaussian", seed: int = 
 def write_nnunet_phantom_3d(raw_root, dataset_id: int, name: str = "Phantom", n_cases: int = 3,
                             shape=(32, 32, 32), spacing=(1.0, 1.0, 1.0), seed: int = 0,
                             num_labels: int = 2, overwrite: bool = True) -> Path:
-    """Write an nnU-Net v2 raw 3D phantom data set (MR, one channel); return its folder."""
+    """Write an nnU-Net v2 raw 3D phantom data set (MR, one channel); return its folder. ``overwrite``: take an id
+    that another data set has, and write beside files in the folder that make-data did not write (``atomic_dir``)."""
     target = target_folder(raw_root, dataset_id, name, overwrite)
     labels = {"background": 0, **{f"organ{k}": k for k in range(1, num_labels + 1)}}
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, "make-data seg3d", overwrite) as tmp:
         (tmp / "imagesTr").mkdir()
         (tmp / "labelsTr").mkdir()
         for i in range(n_cases):
@@ -219,10 +220,11 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 def write_nnunet_phantom_2d(raw_root, dataset_id: int, name: str = "Phantom2D", n_cases: int = 4,
                             shape=(64, 64), seed: int = 0, num_labels: int = 2, overwrite: bool = True) -> Path:
-    """Write an nnU-Net v2 raw 2D phantom data set in the natural-image (.png) layout; return its folder."""
+    """Write an nnU-Net v2 raw 2D phantom data set in the natural-image (.png) layout; return its folder
+    (``overwrite`` as in ``write_nnunet_phantom_3d``)."""
     target = target_folder(raw_root, dataset_id, name, overwrite)
     labels = {"background": 0, **{f"organ{k}": k for k in range(1, num_labels + 1)}}
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, "make-data seg2d", overwrite) as tmp:
         (tmp / "imagesTr").mkdir()
         (tmp / "labelsTr").mkdir()
         for i in range(n_cases):
@@ -243,14 +245,15 @@ def _split(n: int, test_fraction: float, rng: np.random.Generator) -> np.ndarray
 
 
 def write_classification_2d(out_dir, n_per_class: int = 8, shape=(32, 32), seed: int = 0, num_classes: int = 4,
-                            test_fraction: float = 0.25) -> Path:
-    """Write a 2D classification set: ``{train,test}/images/<case>.nii.gz`` + ``labels.csv``; return ``out_dir``."""
+                            test_fraction: float = 0.25, overwrite: bool = False) -> Path:
+    """Write a 2D classification set: ``{train,test}/images/<case>.nii.gz`` + ``labels.csv``; return ``out_dir``.
+    ``overwrite``: write beside files in ``out_dir`` that make-data did not write (``medmamba.io_utils.atomic_dir``)."""
     if not 2 <= num_classes <= len(CLASS_NAMES):
         raise ValueError(f"num_classes must be in 2..{len(CLASS_NAMES)}")
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
     classes = CLASS_NAMES[:num_classes]
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "make-data cls2d", overwrite) as tmp:
         rows: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
         for c, cls in enumerate(classes):
             is_test = _split(n_per_class, test_fraction, rng)
@@ -271,12 +274,13 @@ def write_classification_2d(out_dir, n_per_class: int = 8, shape=(32, 32), seed:
 
 
 def write_restoration_pairs(out_dir, n_cases: int = 8, shape=(64, 64), degradation: str = "gaussian",
-                            seed: int = 0, test_fraction: float = 0.25, **params) -> Path:
-    """Write restoration pairs: ``{train,test}/{clean,degraded}/<case>.nii.gz``; return ``out_dir``."""
+                            seed: int = 0, test_fraction: float = 0.25, overwrite: bool = False, **params) -> Path:
+    """Write restoration pairs: ``{train,test}/{clean,degraded}/<case>.nii.gz``; return ``out_dir``
+    (``overwrite`` as in ``write_classification_2d``)."""
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
     is_test = _split(n_cases, test_fraction, rng)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "make-data restore", overwrite) as tmp:
         for i in range(n_cases):
             split = "test" if is_test[i] else "train"
             clean, degraded = restoration_pair(shape, degradation, seed=int(rng.integers(2**31)), **params)

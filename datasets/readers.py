@@ -46,6 +46,8 @@ def list_entries(folder: os.PathLike, endings: Iterable[str], what: str, dicom: 
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):  # macOS resource forks ("._x.nii.gz") ship inside MSD tarballs
             continue
+        if path.is_symlink() and not path.exists() and split_ending(path, endings):
+            raise MedMambaError(f"{path}: a broken or looping symbolic link")
         parts = split_ending(path, endings) if path.is_file() else None
         stem = parts[0] if parts else (path.name if dicom and is_dicom_series(path) else None)
         if stem is None:
@@ -59,7 +61,15 @@ def list_entries(folder: os.PathLike, endings: Iterable[str], what: str, dicom: 
 
 
 def read_sitk(path: os.PathLike):
-    """Read a medical image file or DICOM series folder with SimpleITK."""
+    """Read a medical image file or DICOM series folder with SimpleITK; refuse unreadable files and NaN or
+    infinite voxels.
+
+    Args:
+        path: the file, or a folder holding one DICOM series.
+
+    Returns:
+        The SimpleITK image.
+    """
     import SimpleITK as sitk
 
     path = Path(path)
@@ -79,7 +89,10 @@ def read_sitk(path: os.PathLike):
             extra = " ".join(native.read().split())
             raise MedMambaError(f"{path}: unreadable image ({detail}{'; ' + extra if extra else ''})"[:400]) from None
     if split_ending(path, (".nii.gz", ".nii")):
-        read_nibabel(path)  # ITK's NIfTI reader zero-fills a truncated file without a word; nibabel notices
+        # ITK's NIfTI reader zero-fills a truncated file and reads NaN as 0 without a word; nibabel shows both
+        check_finite(read_nibabel(path)[1], path)
+    else:
+        check_finite(sitk.GetArrayViewFromImage(image), path)
     return image
 
 
@@ -157,8 +170,31 @@ def check_same_geometry(image, other, image_path: os.PathLike, other_path: os.Pa
             raise MedMambaError(f"{other_path}: {what} {_fmt(b)} differs from {Path(image_path).name}'s {_fmt(a)}")
 
 
+def check_finite(array: np.ndarray, path: os.PathLike) -> None:
+    """No NaN or infinite voxels; the error counts them.
+
+    Args:
+        array: the voxels.
+        path: the file they come from, named in the error.
+    """
+    if array.dtype.kind not in "fc":
+        return
+    nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+    if nan or inf:
+        raise MedMambaError(f"{path}: {nan} NaN and {inf} infinite voxel(s) of {array.size}; fix or remove them")
+
+
 def check_label_values(array: np.ndarray, path: os.PathLike, allowed: Iterable[int] | None = None) -> np.ndarray:
-    """Integer label values (possibly stored as float), a subset of ``allowed`` when given; returns the values."""
+    """Integer, non-negative label values (possibly stored as float), a subset of ``allowed`` when given.
+
+    Args:
+        array: the label map.
+        path: its file, named in errors.
+        allowed: the label values the data set defines, or None.
+
+    Returns:
+        The sorted distinct values.
+    """
     if array.dtype.kind == "f":
         if not np.isfinite(array).all():
             raise MedMambaError(f"{path}: label map contains NaN or infinite values")
@@ -168,6 +204,8 @@ def check_label_values(array: np.ndarray, path: os.PathLike, allowed: Iterable[i
     elif array.dtype.kind not in "iub":
         raise MedMambaError(f"{path}: label map has non-numeric type {array.dtype}")
     values = np.unique(array).astype(np.int64)
+    if values.size and values[0] < 0:
+        raise MedMambaError(f"{path}: negative label value {values[0]} (labels are 0 for background, then 1, 2, ...)")
     if allowed is not None:
         unexpected = sorted(set(values.tolist()) - set(int(v) for v in allowed))
         if unexpected:

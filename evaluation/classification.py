@@ -199,14 +199,14 @@ def _plot_roc(path: Path, classes: list[str], y_true: np.ndarray, probs: np.ndar
     plt.close(fig)
 
 
-def write_classification_outputs(result: dict[str, Any], out_dir) -> Path:
+def write_classification_outputs(result: dict[str, Any], out_dir, overwrite: bool = False) -> Path:
     classes = result["meta"]["classes"]
     summary = result["summary"]
     index = {c: k for k, c in enumerate(classes)}
     y_true = np.array([index[r["label"]] for r in result["cases"]])
     probs = np.array([[r[PROB_PREFIX + c] for c in classes] for r in result["cases"]])
     columns = ["case", "label", "pred", "correct", *(PROB_PREFIX + c for c in classes)]
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "evaluate cls", overwrite) as tmp:
         _plot_confusion(tmp / "confusion_matrix.png", classes, np.array(summary["confusion_matrix"]))
         _plot_roc(tmp / "roc_curves.png", classes, y_true, probs, summary["per_class"])
         per_class = [(c, m["precision"], m["recall"], m["f1"], m["auc"], m["support"])

@@ -295,7 +295,7 @@ def run_sweep(models: list[str], sizes: list[int], dims: int = 3, device: str = 
     return {"task": "efficiency", "results": rows, "meta": meta}
 
 
-def write_sweep_outputs(result: dict[str, Any], out_dir) -> None:
+def write_sweep_outputs(result: dict[str, Any], out_dir, overwrite: bool = False) -> None:
     """efficiency.json, efficiency.csv and efficiency.png (log-log: FLOPs, latency, memory against voxels)."""
     from pathlib import Path
 
@@ -306,7 +306,7 @@ def write_sweep_outputs(result: dict[str, Any], out_dir) -> None:
     plt = report.pyplot()
     panels = (("flops", "GFLOPs", 1e-9), ("latency_ms", "latency (ms)", 1.0),
               ("peak_memory_mb", "peak memory (MiB)", 1.0))
-    with atomic_dir(Path(out_dir)) as tmp:
+    with atomic_dir(Path(out_dir), "evaluate efficiency", overwrite) as tmp:
         report.write_json(tmp / "efficiency.json", result)
         columns = ["model", "baseline", "size", "voxels", "params", "flops", "flops_scan", "scan_calls", "latency_ms",
                    "peak_memory_mb", "memory_method", "device", "error"]

@@ -112,8 +112,8 @@ def evaluate_restoration(pred_dir, ref_dir, data_range: float | None = None, pro
     return {"task": "restoration", "cases": cases, "summary": summary, "meta": meta}
 
 
-def write_restoration_outputs(result: dict[str, Any], out_dir) -> Path:
-    with atomic_dir(out_dir) as tmp:
+def write_restoration_outputs(result: dict[str, Any], out_dir, overwrite: bool = False) -> Path:
+    with atomic_dir(out_dir, "evaluate restore", overwrite) as tmp:
         figures = report.box_plots(tmp, result["cases"], METRICS, None, ["all"])
         meta = result["meta"]
         md = [

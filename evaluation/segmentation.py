@@ -204,10 +204,10 @@ def evaluate_segmentation(pred_dir, ref_dir, dataset_json=None, nsd_tolerance: f
     return {"task": "segmentation", "cases": cases, "summary": summary, "meta": meta}
 
 
-def write_segmentation_outputs(result: dict[str, Any], out_dir) -> Path:
+def write_segmentation_outputs(result: dict[str, Any], out_dir, overwrite: bool = False) -> Path:
     """metrics.json, metrics.csv, report.md and one box plot per metric (a box per label), written atomically."""
     labels = list(result["summary"])
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "evaluate seg", overwrite) as tmp:
         figures = report.box_plots(tmp, result["cases"], METRICS, "label", labels)
         meta = result["meta"]
         md = [

@@ -62,7 +62,7 @@ def test_restore_writes_predictions_on_the_reference_grid(res_data, tmp_path):
     last = train_restoration(res_data, tmp_path / "r", degradation="gaussian", std=0.1, **RES)
     assert np.isfinite(last["train_loss"]) and np.isfinite(last["psnr"])
     refs = sorted(p.name for p in (res_data / "test" / "clean").iterdir())
-    assert sorted(p.name for p in (tmp_path / "r" / "predictions").iterdir()) == refs
+    assert sorted(p.name for p in (tmp_path / "r" / "predictions").glob("[!.]*")) == refs
     ref = sitk.ReadImage(str(res_data / "test" / "clean" / refs[0]))
     pred = sitk.ReadImage(str(tmp_path / "r" / "predictions" / refs[0]))
     assert pred.GetSize() == ref.GetSize() and pred.GetSpacing() == ref.GetSpacing()

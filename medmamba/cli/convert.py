@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from medmamba.cli._options import int_range
 from medmamba.errors import MedMambaError
 
 
@@ -13,9 +14,11 @@ def register(subparsers) -> None:
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
 
     def common(p):
-        p.add_argument("--id", type=int, required=True, help="nnU-Net dataset id (1..999)")
+        p.add_argument("--id", type=int_range(1, 999), required=True, help="nnU-Net dataset id (1..999)")
         p.add_argument("--raw", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
-        p.add_argument("--overwrite", action="store_true", help="replace a data set with the same id")
+        p.add_argument("--overwrite", action="store_true",
+                       help="use an id that another data set has, replace this command's earlier conversion, or "
+                            "write beside files in the data set folder it did not write (none of them is deleted)")
         p.add_argument("--no-verify", action="store_true", help="skip nnU-Net's integrity check")
         p.set_defaults(func=run)
 
@@ -41,7 +44,8 @@ def register(subparsers) -> None:
     png.add_argument("--mask-suffix", default="", help="e.g. _segmentation for ISIC")
     png.add_argument("--label", action="append", metavar="NAME=VALUE|R,G,B", dest="label_map",
                      help="label name and its grey value or colour in the masks, background first (repeat)")
-    png.add_argument("--tolerance", type=int, default=None, help="max channel difference when snapping colours")
+    png.add_argument("--tolerance", type=int_range(0, 255), default=None,
+                     help="max channel difference when snapping colours (0..255)")
     common(png)
 
 

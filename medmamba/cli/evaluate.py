@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import argparse
 
+from medmamba.cli._options import non_negative_int, positive_float, positive_int
+from medmamba.io_utils import check_output_dir
+
 
 def _seg(args) -> int:
     from medmamba.evaluation.segmentation import evaluate_segmentation, write_segmentation_outputs
 
+    check_output_dir(args.output, "evaluate seg", args.overwrite)
     result = evaluate_segmentation(args.pred, args.ref, args.dataset_json, args.nsd_tolerance)
-    write_segmentation_outputs(result, args.output)
+    write_segmentation_outputs(result, args.output, args.overwrite)
     _print_summary(result, "label", ("dice", "hd95", "nsd"))
     print(f"wrote {args.output}")
     return 0
@@ -17,8 +21,9 @@ def _seg(args) -> int:
 def _cls(args) -> int:
     from medmamba.evaluation.classification import evaluate_classification, write_classification_outputs
 
+    check_output_dir(args.output, "evaluate cls", args.overwrite)
     result = evaluate_classification(args.pred, args.ref)
-    write_classification_outputs(result, args.output)
+    write_classification_outputs(result, args.output, args.overwrite)
     print("  ".join(f"{k}={result['summary'][k]:.4f}" for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
                     if result["summary"][k] is not None))
     print(f"wrote {args.output}")
@@ -28,8 +33,9 @@ def _cls(args) -> int:
 def _restore(args) -> int:
     from medmamba.evaluation.restoration import evaluate_restoration, write_restoration_outputs
 
+    check_output_dir(args.output, "evaluate restore", args.overwrite)
     result = evaluate_restoration(args.pred, args.ref, args.data_range)
-    write_restoration_outputs(result, args.output)
+    write_restoration_outputs(result, args.output, args.overwrite)
     _print_summary(result, "image", ("psnr", "ssim", "nmse"))
     print(f"wrote {args.output}")
     return 0
@@ -38,10 +44,11 @@ def _restore(args) -> int:
 def _efficiency(args) -> int:
     from medmamba.evaluation.efficiency import run_sweep, write_sweep_outputs
 
+    check_output_dir(args.output, "evaluate efficiency", args.overwrite)
     result = run_sweep(args.models, args.sizes, dims=args.dims, device=args.device, batch=args.batch,
                        in_channels=args.in_channels, out_channels=args.out_channels, preset=args.preset,
                        repeats=args.repeats, warmup=args.warmup, baselines=not args.no_baselines)
-    write_sweep_outputs(result, args.output)
+    write_sweep_outputs(result, args.output, args.overwrite)
     print(f"wrote {args.output}")
     return 0
 
@@ -61,7 +68,7 @@ def register(subparsers) -> None:
     seg.add_argument("--pred", required=True, help="folder of predicted label maps")
     seg.add_argument("--ref", required=True, help="folder of reference label maps (same case names)")
     seg.add_argument("--dataset-json", help="nnU-Net dataset.json naming the labels")
-    seg.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
+    seg.add_argument("--nsd-tolerance", type=positive_float, default=1.0, help="NSD tolerance in mm (default 1)")
     seg.add_argument("-o", "--output", required=True, help="output folder")
     seg.set_defaults(func=_seg)
 
@@ -74,7 +81,8 @@ def register(subparsers) -> None:
     res = tasks.add_parser("restore", help="PSNR, SSIM, NMSE per image")
     res.add_argument("--pred", required=True, help="folder of restored images")
     res.add_argument("--ref", required=True, help="folder of reference (clean) images")
-    res.add_argument("--data-range", type=float, help="PSNR/SSIM data range (default: per reference, max - min)")
+    res.add_argument("--data-range", type=positive_float,
+                     help="PSNR/SSIM data range (default: per reference, max - min)")
     res.add_argument("-o", "--output", required=True, help="output folder")
     res.set_defaults(func=_restore)
 
@@ -82,15 +90,18 @@ def register(subparsers) -> None:
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     eff.add_argument("--models", nargs="+", required=True,
                      help="registered model names (medmamba.list_models()), or the baselines plainconvunet, swinunetr")
-    eff.add_argument("--sizes", nargs="+", type=int, required=True, help="input edge lengths (voxels)")
+    eff.add_argument("--sizes", nargs="+", type=positive_int, required=True, help="input edge lengths (voxels)")
     eff.add_argument("--dims", type=int, choices=(2, 3), default=3)
     eff.add_argument("--device", default="cpu")
-    eff.add_argument("--batch", type=int, default=1)
-    eff.add_argument("--in-channels", type=int, default=1)
-    eff.add_argument("--out-channels", type=int, default=2)
+    eff.add_argument("--batch", type=positive_int, default=1)
+    eff.add_argument("--in-channels", type=positive_int, default=1)
+    eff.add_argument("--out-channels", type=positive_int, default=2)
     eff.add_argument("--preset", help="registry preset for the medmamba models")
-    eff.add_argument("--repeats", type=int, default=5)
-    eff.add_argument("--warmup", type=int, default=1)
+    eff.add_argument("--repeats", type=positive_int, default=5)
+    eff.add_argument("--warmup", type=non_negative_int, default=1)
     eff.add_argument("--no-baselines", action="store_true", help="leave out the PlainConvUNet/SwinUNETR lines")
     eff.add_argument("-o", "--output", required=True, help="output folder")
     eff.set_defaults(func=_efficiency)
+    for p in (seg, cls, res, eff):
+        p.add_argument("--overwrite", action="store_true",
+                       help="write into an output folder holding files this command did not write (none is deleted)")

@@ -10,12 +10,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from medmamba.datasets.readers import check_finite
 from medmamba.errors import MedMambaError
-from medmamba.io_utils import atomic_file
+from medmamba.io_utils import atomic_file, claim_dir
 from medmamba.training.common import (
     CHECKPOINT_BEST,
     CHECKPOINT_LATEST,
     autocast,
+    check_network_input,
+    check_out_dir,
     epoch_seed,
     finish_epoch,
     load_checkpoint,
@@ -26,17 +29,23 @@ from medmamba.training.common import (
     split_validation,
 )
 
+COMMAND = "train cls"
+OUTPUTS = (CHECKPOINT_LATEST, CHECKPOINT_BEST, "history.json", "curves.png", "predictions.csv", "labels.csv")
+
 
 def read_labelled_split(folder: Path) -> list[dict]:
     """``[{"case", "image", "label_name"}]`` from ``folder/labels.csv`` and ``folder/images``; checks every pair."""
     labels_csv = folder / "labels.csv"
     if not labels_csv.is_file():
         raise MedMambaError(f"{labels_csv}: missing (a classification split holds images/ and labels.csv)")
-    with open(labels_csv, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"case", "label"} <= set(reader.fieldnames):
-            raise MedMambaError(f"{labels_csv}: needs the columns case,label")
-        rows = list(reader)
+    try:
+        with open(labels_csv, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"case", "label"} <= set(reader.fieldnames):
+                raise MedMambaError(f"{labels_csv}: needs the columns case,label")
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise MedMambaError(f"{labels_csv}: unreadable CSV ({err})") from None
     if not rows:
         raise MedMambaError(f"{labels_csv}: no cases")
     images = folder / "images"
@@ -59,14 +68,20 @@ def read_labelled_split(folder: Path) -> list[dict]:
 
 def _class_names(data_dir: Path, items: list[dict]) -> list[str]:
     meta = data_dir / "dataset.json"
+    classes = None
     if meta.is_file():
         try:
-            classes = json.loads(meta.read_text(encoding="utf-8")).get("classes")
-        except json.JSONDecodeError as err:
+            content = json.loads(meta.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as err:
             raise MedMambaError(f"{meta}: invalid JSON ({err})") from None
-        if classes:
-            return [str(c) for c in classes]
-    return sorted({it["label_name"] for it in items})
+        classes = content.get("classes") if isinstance(content, dict) else None
+        if classes is not None and (not isinstance(classes, list) or len(set(map(str, classes))) != len(classes)):
+            raise MedMambaError(f"{meta}: 'classes' must be a list of distinct class names")
+    classes = [str(c) for c in classes] if classes else sorted({it["label_name"] for it in items})
+    if len(classes) < 2:
+        raise MedMambaError(f"{meta if meta.is_file() else data_dir / 'train' / 'labels.csv'}: needs at least two "
+                            f"classes, found {classes}")
+    return classes
 
 
 def _with_label_index(items: list[dict], classes: list[str], source: Path) -> list[dict]:
@@ -79,36 +94,48 @@ def _with_label_index(items: list[dict], classes: list[str], source: Path) -> li
     return items
 
 
-def _probe_image(path: str) -> tuple[int, tuple[int, ...]]:
-    """(channels, spatial size) of one image as the pipeline loads it; a one-line error when unreadable."""
+def _probe_images(paths: list[str]) -> tuple[int, tuple[int, ...]]:
+    """(channels, spatial size of the first image) as the pipeline loads them; every image is read and checked:
+    readable, 2D, finite, and with the first image's channel count."""
     from monai.transforms import EnsureChannelFirst, LoadImage
 
-    try:
-        image = EnsureChannelFirst()(LoadImage(image_only=True)(path))
-    except Exception as err:  # MONAI wraps reader errors in RuntimeError / OSError / ValueError
-        raise MedMambaError(f"{path}: unreadable image ({type(err).__name__})") from None
-    if image.ndim != 3:
-        raise MedMambaError(f"{path}: expected a 2D image, got shape {tuple(image.shape[1:])}")
-    return int(image.shape[0]), tuple(int(s) for s in image.shape[1:])
+    channels, size = None, None
+    for path in paths:
+        try:
+            image = EnsureChannelFirst()(LoadImage(image_only=True)(path))
+        except Exception as err:  # MONAI wraps reader errors in RuntimeError / OSError / ValueError
+            raise MedMambaError(f"{path}: unreadable image ({type(err).__name__})") from None
+        if image.ndim != 3:
+            raise MedMambaError(f"{path}: expected a 2D image, got shape {tuple(image.shape[1:])}")
+        check_finite(np.asarray(image), path)
+        if channels is None:
+            channels, size = int(image.shape[0]), tuple(int(s) for s in image.shape[1:])
+        elif image.shape[0] != channels:
+            raise MedMambaError(f"{path}: {image.shape[0]} channel(s), the first image ({paths[0]}) has {channels}")
+    return channels, size
 
 
 def train_classifier(data_dir, out_dir, model: str = "medmamba_t", epochs: int = 10, batch_size: int = 16,
                      lr: float = 1e-3, weight_decay: float = 0.05, seed: int = 0, val_fraction: float = 0.2,
                      spatial_size: Sequence[int] | None = None, preset: str | None = None, device: str | None = None,
-                     amp: bool = True, workers: int = 0, resume: bool = False, progress: bool = True) -> dict:
-    """Train, keep the best validation accuracy, predict ``DIR/test``; returns the final history entry."""
+                     amp: bool = True, workers: int = 0, resume: bool = False, progress: bool = True,
+                     overwrite: bool = False) -> dict:
+    """Train, keep the best validation accuracy, predict ``DIR/test``; returns the final history entry.
+    Every input is checked before training; ``out_dir`` follows ``medmamba.io_utils.claim_dir`` (``overwrite``:
+    start an earlier run over, or write beside files training did not write)."""
     from monai.data import DataLoader, Dataset
 
     import medmamba
     from medmamba.transforms.classification import classification_eval_transforms, classification_train_transforms
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    check_out_dir(out_dir, COMMAND, resume, overwrite)
     train_items = read_labelled_split(data_dir / "train")
     classes = _class_names(data_dir, train_items)
     _with_label_index(train_items, classes, data_dir / "train" / "labels.csv")
     test_items = (_with_label_index(read_labelled_split(data_dir / "test"), classes, data_dir / "test" / "labels.csv")
                   if (data_dir / "test").is_dir() else [])
-    channels, size = _probe_image(train_items[0]["image"])
+    channels, size = _probe_images([it["image"] for it in train_items + test_items])
     spatial_size = tuple(spatial_size or size)
     config = dict(task="cls", model=model, preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
                   weight_decay=weight_decay, seed=seed, val_fraction=val_fraction, spatial_size=list(spatial_size),
@@ -118,6 +145,7 @@ def train_classifier(data_dir, out_dir, model: str = "medmamba_t", epochs: int =
     dev = resolve_device(device)
     net = medmamba.create_model(model, spatial_dims=2, in_channels=channels, num_classes=len(classes),
                                 preset=preset).to(dev)
+    check_network_input(net, (channels, *spatial_size), "--size", dev)
     train_part, val_part = split_validation(train_items, val_fraction, seed)
     train_tf = classification_train_transforms(spatial_size)
     eval_tf = classification_eval_transforms(spatial_size)
@@ -125,7 +153,7 @@ def train_classifier(data_dir, out_dir, model: str = "medmamba_t", epochs: int =
     scaler = make_scaler(dev, amp)
     loss_fn = torch.nn.CrossEntropyLoss()
     history, best, start = [], -1.0, 0
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_dir(out_dir, COMMAND, OUTPUTS, overwrite)
     if resume and (out_dir / CHECKPOINT_LATEST).is_file():
         state = load_checkpoint(out_dir / CHECKPOINT_LATEST)
         _check_same_run(state["config"], config, out_dir / CHECKPOINT_LATEST)

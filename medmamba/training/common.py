@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from medmamba.errors import MedMambaError
-from medmamba.io_utils import atomic_file
+from medmamba.io_utils import atomic_file, check_output_dir
 
 CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
@@ -38,9 +38,46 @@ def set_cosine_lr(optimizer: torch.optim.Optimizer, lr: float, epoch: int, epoch
 def resolve_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise MedMambaError(f"--device {device!r}: not a device (auto, cpu, cuda, cuda:1 ...)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
         raise MedMambaError(f"--device {device}: CUDA is not available")
-    return torch.device(device)
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise MedMambaError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    if resolved.type not in ("cpu", "cuda"):
+        raise MedMambaError(f"--device {device}: training runs on cpu or cuda")
+    return resolved
+
+
+def check_out_dir(out_dir: Path, command: str, resume: bool, overwrite: bool) -> None:
+    """Refuse the output folder before any work: files the command did not write (without ``overwrite``), or an
+    earlier run that neither ``resume`` continues nor ``overwrite`` starts over.
+
+    Args:
+        out_dir: the run's output folder.
+        command: ``"train cls"`` or ``"train restore"``.
+        resume: continue the run in ``out_dir``.
+        overwrite: start over, and write beside files the command did not write (none is deleted).
+    """
+    check_output_dir(out_dir, command, overwrite)
+    if not (resume or overwrite) and (Path(out_dir) / CHECKPOINT_LATEST).is_file():
+        raise MedMambaError(f"{out_dir}: holds an earlier run of `medmamba {command}`; give --resume to continue "
+                            f"it or --overwrite to start over")
+
+
+def check_network_input(net: torch.nn.Module, shape: tuple[int, ...], option: str, device: torch.device) -> None:
+    """One forward pass on zeros of ``shape`` (channels first): an input the network cannot take is refused here,
+    before training, naming ``option``."""
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, *shape, device=device))
+    except (RuntimeError, ValueError, AssertionError) as err:
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        size = "x".join(map(str, shape[1:]))
+        raise MedMambaError(f"{option}: the network cannot take {shape[0]}-channel {size} inputs ({detail})") from None
 
 
 def autocast(device: torch.device, enabled: bool):

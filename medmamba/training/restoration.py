@@ -11,11 +11,13 @@ from tqdm import tqdm
 
 from medmamba.datasets.readers import MEDICAL_ENDINGS, check_same_geometry, list_entries, read_sitk
 from medmamba.errors import MedMambaError
-from medmamba.io_utils import atomic_dir
+from medmamba.io_utils import atomic_dir, claim_dir
 from medmamba.training.common import (
     CHECKPOINT_BEST,
     CHECKPOINT_LATEST,
     autocast,
+    check_network_input,
+    check_out_dir,
     epoch_seed,
     finish_epoch,
     load_checkpoint,
@@ -25,6 +27,9 @@ from medmamba.training.common import (
     seed_everything,
     split_validation,
 )
+
+COMMAND = "train restore"
+OUTPUTS = (CHECKPOINT_LATEST, CHECKPOINT_BEST, "history.json", "curves.png", "predictions/", "inputs/")
 
 # Network-side intensity scaling ``(x - shift) / scale`` per degradation: CT in HU maps air to 0, water to 1.
 INTENSITY = {"lowdose_ct": (-1000.0, 1000.0)}
@@ -53,20 +58,36 @@ def read_pairs(split_dir: Path, paired: bool) -> list[dict]:
     return items
 
 
+def _read_dataset_json(path: Path) -> dict:
+    """The data set's optional ``dataset.json`` (``{}`` when absent)."""
+    if not path.is_file():
+        return {}
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
+        raise MedMambaError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(stored, dict):
+        raise MedMambaError(f"{path}: expected a JSON object")
+    return stored
+
+
 def train_restoration(data_dir, out_dir, model: str = "mambair", degradation: str | None = None,
                       epochs: int = 10, batch_size: int = 8, lr: float = 2e-4, seed: int = 0,
                       val_fraction: float = 0.2, patch_size: Sequence[int] | None = None, preset: str | None = None,
                       device: str | None = None, amp: bool = True, workers: int = 0, resume: bool = False,
-                      progress: bool = True, **degradation_params) -> dict:
-    """Train with an L1 loss, keep the best validation PSNR, restore ``DIR/test``; returns the last history entry."""
+                      progress: bool = True, overwrite: bool = False, **degradation_params) -> dict:
+    """Train with an L1 loss, keep the best validation PSNR, restore ``DIR/test``; returns the last history entry.
+    Every input is checked before training; ``out_dir`` follows ``medmamba.io_utils.claim_dir`` (``overwrite``:
+    start an earlier run over, or write beside files training did not write)."""
     from monai.data import DataLoader, Dataset
     from monai.inferers import sliding_window_inference
 
     import medmamba
     from medmamba.transforms.degradations import DEGRADATIONS
-    from medmamba.transforms.restoration import restoration_eval_transforms, restoration_train_transforms
+    from medmamba.transforms.restoration import restoration_eval_transforms
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    check_out_dir(out_dir, COMMAND, resume, overwrite)
     if degradation is not None and degradation not in DEGRADATIONS:
         raise MedMambaError(f"--degradation {degradation!r}: choose one of {', '.join(DEGRADATIONS)}")
     paired = degradation is None
@@ -76,10 +97,13 @@ def train_restoration(data_dir, out_dir, model: str = "mambair", degradation: st
     test_items = []
     if (data_dir / "test").is_dir():
         test_items = read_pairs(data_dir / "test", paired or (data_dir / "test" / "degraded").is_dir())
-    stored = json.loads((data_dir / "dataset.json").read_text(encoding="utf-8")) if (data_dir / "dataset.json").is_file() else {}
-    shift, scale = INTENSITY.get(degradation or stored.get("degradation", ""), (0.0, 1.0))
+    stored = _read_dataset_json(data_dir / "dataset.json")
+    shift, scale = INTENSITY.get(degradation or str(stored.get("degradation", "")), (0.0, 1.0))
     size = [s for s in read_sitk(train_items[0]["target"]).GetSize() if s > 1][::-1]
     patch = tuple(patch_size or [min(48, s) for s in size])
+    if any(p > s for p, s in zip(patch, size)):
+        raise MedMambaError(f"--patch {' '.join(map(str, patch))}: larger than {train_items[0]['target']} "
+                            f"({'x'.join(map(str, size))})")
     config = dict(task="restore", model=model, preset=preset, degradation=degradation, params=degradation_params,
                   epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_fraction=val_fraction,
                   patch_size=list(patch), shift=shift, scale=scale, data=str(data_dir))
@@ -87,13 +111,13 @@ def train_restoration(data_dir, out_dir, model: str = "mambair", degradation: st
     seed_everything(seed)
     dev = resolve_device(device)
     net = medmamba.create_model(model, spatial_dims=2, in_channels=1, out_channels=1, preset=preset).to(dev)
+    check_network_input(net, (1, *patch), "--patch", dev)
     train_part, val_part = split_validation(train_items, val_fraction, seed)
-    train_tf = restoration_train_transforms(degradation, patch, shift, scale, **degradation_params)
-    eval_tf = restoration_eval_transforms(degradation, shift, scale, **degradation_params)
+    train_tf, eval_tf = _transforms(degradation, patch, shift, scale, degradation_params, train_items[0])
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     scaler = make_scaler(dev, amp)
     history, best, start = [], -float("inf"), 0
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_dir(out_dir, COMMAND, OUTPUTS, overwrite)
     if resume and (out_dir / CHECKPOINT_LATEST).is_file():
         state = load_checkpoint(out_dir / CHECKPOINT_LATEST)
         changed = sorted(k for k in config if k != "epochs" and state["config"].get(k) != config[k])
@@ -144,6 +168,23 @@ def train_restoration(data_dir, out_dir, model: str = "mambair", degradation: st
     return history[-1] if history else {}
 
 
+def _transforms(degradation, patch, shift, scale, params: dict, probe: dict):
+    """The training and evaluation pipelines, tried once on ``probe``: parameters the degradation does not take
+    or cannot use are refused before training."""
+    from medmamba.transforms.restoration import restoration_eval_transforms, restoration_train_transforms
+
+    try:
+        train_tf = restoration_train_transforms(degradation, patch, shift, scale, **params)
+        eval_tf = restoration_eval_transforms(degradation, shift, scale, **params)
+        eval_tf(dict(probe))
+    except (ValueError, TypeError, RuntimeError) as err:
+        cause = err.__cause__ or err  # MONAI re-raises a transform's error as a RuntimeError
+        detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+        given = " ".join(f"{k}={v}" for k, v in params.items()) or "none"
+        raise MedMambaError(f"--degradation {degradation} --param ({given}): {detail}") from None
+    return train_tf, eval_tf
+
+
 @torch.no_grad()
 def _mean_psnr(net, dataset, infer) -> float:
     """Mean PSNR over whole images, data range = the clean image's max - min (as the evaluation harness)."""
@@ -163,7 +204,7 @@ def write_restored(out_dir: Path, items: list[dict], dataset, infer, shift: floa
     """Restored test images as ``OUT/predictions/<case>.nii.gz`` on the reference's grid (and the inputs)."""
     import SimpleITK as sitk
 
-    with atomic_dir(out_dir / "predictions") as pred_dir, atomic_dir(out_dir / "inputs") as input_dir:
+    with atomic_dir(out_dir / "predictions", COMMAND) as pred_dir, atomic_dir(out_dir / "inputs", COMMAND) as input_dir:
         for it, sample in zip(items, dataset):
             reference = read_sitk(it["target"])
             pred = infer(sample["image"][None])[0, 0].cpu().numpy() * scale + shift
