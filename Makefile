@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 # Text I/O in UTF-8 whatever the locale (nnU-Net and tqdm print non-ASCII characters).
 export PYTHONUTF8 := 1
 
-.PHONY: demo test docs install browser clean
+.PHONY: demo test docs install browser clean gpu-check
 
 $(STAMP): setup.py
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,11 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest -n 2 --durations=15 tests
+
+# On a CUDA GPU: kernels' correctness and speed, networks under AMP, trainers and models, the issue's bars
+# (benchmarks/results/gpu-check-<gpu>.json and .png; about 8 minutes). Without a GPU it stops with one line.
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 docs: $(STAMP)
 	DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict -d site
