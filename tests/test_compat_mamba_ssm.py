@@ -3,6 +3,7 @@ documented formulas (a causal depthwise conv loop, the scan recurrence one step 
 Mamba variants' parameter names and shapes as the official code (upstream, Vim's and SegMamba's forks) has them.
 """
 import importlib
+import importlib.util
 import json
 import sys
 import types

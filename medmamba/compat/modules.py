@@ -56,7 +56,7 @@ class Mamba(nn.Module):
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory_kwargs)
         self._add_direction("", conv_bias, factory_kwargs)
         self.activation = "silu"
-        self.act = nn.SiLU()
+        self.act = nn.SiLU()  # unused here, kept so the module tree matches the official one
         self._init_dt_proj(dt_init, dt_scale, dt_min, dt_max, dt_init_floor, factory_kwargs)
         self.A_log, self.D = self._a_log(device), self._ones(device)
         if bimamba_type == "v1":

@@ -39,11 +39,19 @@ class GenerationMixin:
     medmamba's shim."""
 
     def allocate_inference_cache(self, batch_size, max_seqlen, dtype=None, **kwargs):
-        """Abstract in mamba_ssm too: the language model defines it."""
+        """Abstract, as in mamba_ssm: the model class defines it.
+
+        Args:
+            batch_size, max_seqlen, dtype: the cache's size and dtype.
+        """
         raise NotImplementedError(f"{type(self).__name__}.allocate_inference_cache is not defined")
 
     def generate(self, input_ids, max_length, **kwargs):
-        """Not provided: medmamba's mamba_ssm shim covers the vision models' mixers, not language-model decoding."""
+        """Not provided: medmamba's mamba_ssm shim covers the vision models' mixers, not language-model decoding.
+
+        Args:
+            input_ids, max_length: as mamba_ssm's (any call raises NotImplementedError).
+        """
         raise NotImplementedError("GenerationMixin.generate: text generation is not provided by medmamba's "
                                   "mamba_ssm shim")
 
