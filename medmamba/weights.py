@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from medmamba.errors import MedMambaError
-from medmamba.io_utils import atomic_file
+from medmamba.io_utils import atomic_dir, atomic_file, check_output_dir, check_output_file
 from medmamba.registry import create_model, model_entry
 
 STATE_DICT_KEYS = ("model", "state_dict", "network_weights")
@@ -58,21 +59,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         with torch.serialization.safe_globals(_NUMPY_SCALARS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[-1] if "Weights only load failed" not in str(err) else \
-            _unsafe_globals(path)
-        raise MedMambaError(f"{path}: holds Python objects that torch.load(weights_only=True) refuses ({first}); "
-                            "re-save its state dict with torch.save(model.state_dict(), ...)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MedMambaError(f"{path}: not a PyTorch checkpoint ({message})") from None
-
-
-def _unsafe_globals(path: Path) -> str:
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # noqa: BLE001 - only used to word the error
-        return "objects outside the allowed types"
-    return "objects of type " + ", ".join(names) if names else "objects outside the allowed types"
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f"it holds a {found.group(1)}" if found else "it is not a plain checkpoint"
+        raise MedMambaError(f"{path}: torch.load(weights_only=True) refuses it ({what}); only tensors and plain "
+                            "values are read, no Python objects: re-save its state dict with "
+                            "torch.save(model.state_dict(), ...)") from None
+    except Exception as err:  # noqa: BLE001 - whatever torch.load trips on, the file is no checkpoint
+        message = str(err).strip().splitlines()[0] if str(err).strip() else "empty or cut short"
+        raise MedMambaError(f"{path}: not a PyTorch checkpoint ({type(err).__name__}: {message})") from None
 
 
 def extract_state_dict(checkpoint: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -167,6 +161,7 @@ class ImportReport:
     unused: list[str]
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # ours, shape given, shape expected
     aliases: list[list[str]]  # official names that held one tensor
+    sources: dict[str, list[str]] = field(repr=False, default_factory=dict)  # ours -> the official names it came from
     state_dict: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)  # ours that loaded
 
     @property
@@ -229,13 +224,15 @@ def convert_state_dict(entry: str, state_dict: Mapping[str, torch.Tensor], model
     return ImportReport(
         entry=entry, source=source, ours=len(expected), loaded=loaded, missing=missing,
         unused=[k for k in state_dict if k not in used], mismatched=mismatched,
-        aliases=[names for names in converted.sources.values() if len(names) > 1], state_dict=state)
+        aliases=[names for names in converted.sources.values() if len(names) > 1], sources=converted.sources,
+        state_dict=state)
 
 
 def import_weights(entry: str, checkpoint: str | os.PathLike | Mapping[str, torch.Tensor],
                    output: str | os.PathLike | None = None, *, model: nn.Module | None = None,
                    preset: str | None = None, spatial_dims: int | None = None, in_channels: int = 1,
-                   num_classes: int | None = None, allow_partial: bool = False, **model_kwargs: Any) -> ImportReport:
+                   num_classes: int | None = None, allow_partial: bool = False, overwrite: bool = False,
+                   **model_kwargs: Any) -> ImportReport:
     """Import an official checkpoint into a medmamba entry.
 
     Args:
@@ -251,11 +248,14 @@ def import_weights(entry: str, checkpoint: str | os.PathLike | Mapping[str, torc
         in_channels: input channels of the checkpoint's model.
         num_classes: output classes of the checkpoint's model (default: the entry's).
         allow_partial: write ``output`` even when some of ours are missing or mismatched.
+        overwrite: replace ``output`` if it exists (checked before any work).
         **model_kwargs: further builder arguments (as ``create_model``).
 
     Returns:
         The coverage report.
     """
+    if output is not None:
+        check_output_file(output, overwrite)
     if isinstance(checkpoint, Mapping):
         source, state_dict = "state dict", extract_state_dict(checkpoint)
     else:
@@ -293,3 +293,116 @@ def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | os.PathL
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}, str(tmp),
                   metadata=dict(metadata or {}))
     return path
+
+
+# Trainers of nnU-Net forks whose results medmamba's trainers take over: theirs -> ours (same network).
+FORKED_TRAINERS = {
+    "nnUNetTrainerUMambaBot": "UMambaBotTrainer",
+    "nnUNetTrainerUMambaEnc": "UMambaEncTrainer",
+    "nnUNetTrainerUMambaEncNoAMP": "UMambaEncTrainer",
+}
+_TRAINER_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")
+
+
+def _forked_results(source: Path) -> list[tuple[str, Path]]:
+    """(dataset folder name, trainer folder) for every forked trainer's folder at, in or two levels under
+    ``source`` (a trainer folder, a DatasetXXX_Name folder or an nnUNet_results folder)."""
+    def is_forked(folder: Path) -> bool:
+        return folder.is_dir() and folder.name.split("__")[0] in FORKED_TRAINERS and folder.name.count("__") == 2
+
+    if is_forked(source):
+        return [(source.resolve().parent.name, source)]
+    found = [(source.name, d) for d in sorted(source.iterdir()) if is_forked(d)]
+    for dataset in sorted(d for d in source.iterdir() if d.is_dir() and not is_forked(d)):
+        found += [(dataset.name, d) for d in sorted(dataset.iterdir()) if is_forked(d)]
+    return found
+
+
+def import_nnunet_results(source: str | os.PathLike, output: str | os.PathLike,
+                          overwrite: bool = False) -> list[Path]:
+    """Turn results of a forked nnU-Net (U-Mamba's ``nnUNetTrainerUMambaBot`` / ``nnUNetTrainerUMambaEnc``) into
+    results that stock nnU-Net predicts with medmamba's trainer (``-tr UMambaBotTrainer`` / ``UMambaEncTrainer``).
+
+    Each ``<trainer>__<plans>__<configuration>`` folder becomes ``OUTPUT/<dataset>/<our trainer>__<plans>__
+    <configuration>``, written as medmamba writes output folders (``medmamba.io_utils.atomic_dir``): plans, dataset and fingerprint copied, every
+    fold's ``checkpoint_*.pth`` converted (``network_weights`` through the entry's checkpoint filter, nnU-Net's
+    checkpoint layout kept with ``trainer_name`` ours; the optimizer keeps its settings, not its momentum, whose
+    order follows the official parameters), the fold's other files copied.
+
+    Args:
+        source: a forked trainer's results folder, a ``DatasetXXX_Name`` folder or an ``nnUNet_results`` folder.
+        output: the ``nnUNet_results`` folder to write into.
+        overwrite: write into trainer folders that hold files this command did not write (they are kept).
+
+    Returns:
+        The trainer folders written.
+    """
+    import shutil
+
+    source, output = Path(source), Path(output)
+    if not source.is_dir():
+        raise MedMambaError(f"{source}: no such folder")
+    found = _forked_results(source)
+    if not found:
+        raise MedMambaError(f"{source}: no results of {', '.join(sorted(FORKED_TRAINERS))} in it (folders named "
+                            "<trainer>__<plans>__<configuration>)")
+    jobs = []
+    for dataset, folder in found:
+        theirs, plans_name, configuration = folder.name.split("__")
+        target = output / dataset / f"{FORKED_TRAINERS[theirs]}__{plans_name}__{configuration}"
+        check_output_dir(target, "import-nnunet", overwrite)
+        for name in _TRAINER_FILES[:2]:
+            if not (folder / name).is_file():
+                raise MedMambaError(f"{folder}: no {name}")
+        jobs.append((folder, target, FORKED_TRAINERS[theirs], configuration))
+    for folder, target, trainer, configuration in jobs:
+        with atomic_dir(target, "import-nnunet", overwrite) as tmp:
+            for name in _TRAINER_FILES:
+                if (folder / name).is_file():
+                    shutil.copy2(folder / name, tmp / name)
+            for fold in sorted(folder.glob("fold_*")):
+                (tmp / fold.name).mkdir()
+                for item in sorted(fold.iterdir()):
+                    if item.name.startswith("checkpoint") and item.suffix == ".pth":
+                        _convert_nnunet_checkpoint(item, tmp / fold.name / item.name, trainer, tmp, configuration)
+                    elif item.is_dir():
+                        shutil.copytree(item, tmp / fold.name / item.name)
+                    else:
+                        shutil.copy2(item, tmp / fold.name / item.name)
+    return [target for _, target, _, _ in jobs]
+
+
+def _convert_nnunet_checkpoint(path: Path, target: Path, trainer_name: str, trainer_folder: Path,
+                               configuration: str) -> None:
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from medmamba.nnunet_plugins import trainers
+    from medmamba.nnunet_plugins.base import plain
+
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint, Mapping) or "network_weights" not in checkpoint:
+        raise MedMambaError(f"{path}: not an nnU-Net checkpoint (no 'network_weights')")
+    plans = PlansManager(load_json(str(trainer_folder / "plans.json")))
+    dataset = load_json(str(trainer_folder / "dataset.json"))
+    manager = plans.get_configuration(configuration)
+    trainer = getattr(trainers, trainer_name)
+    with torch.device("meta"):
+        network = trainer.build_network_architecture(
+            plans, manager, determine_num_input_channels(plans, manager, dataset),
+            plans.get_label_manager(dataset).num_segmentation_heads, enable_deep_supervision=True)
+    report = convert_state_dict(trainer.network_name, extract_state_dict(checkpoint["network_weights"], str(path)),
+                                network, str(path))
+    if not report.complete:
+        raise MedMambaError(f"{path}: does not fit {trainer_name}'s network for these plans:\n{report.summary()}")
+    converted = {k: plain(v) for k, v in checkpoint.items() if k not in ("network_weights", "optimizer_state")}
+    optimizer = checkpoint.get("optimizer_state")
+    if isinstance(optimizer, Mapping) and optimizer.get("param_groups"):
+        group = {k: plain(v) for k, v in optimizer["param_groups"][0].items()}
+        group["params"] = list(range(sum(1 for _ in network.parameters())))
+        converted["optimizer_state"] = {"state": {}, "param_groups": [group]}
+    init_args = dict(converted.get("init_args", {}))
+    init_args.pop("unpack_dataset", None)  # nnU-Net 2.2's trainer argument, gone from 2.8's
+    converted.update(network_weights=report.state_dict, trainer_name=trainer_name, init_args=init_args)
+    torch.save(converted, target)
