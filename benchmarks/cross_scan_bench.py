@@ -1,4 +1,5 @@
-"""Fused Triton cross-scan/merge against the unfused torch path (permute / flip / flatten), same run, same inputs.
+"""Fused Triton cross-scan/merge against the unfused torch path (permute / flip / flatten), same run, same inputs;
+and permutation routes (MHS-VM's patterns, gathers through index arrays) against the axis-order routes, same count.
 
 `run(device, quick)` returns the figures; `python benchmarks/cross_scan_bench.py [--device cuda] [--quick]` writes
 benchmarks/results/cross-scan-<device>.json and a bar plot beside it. On CPU only the torch path exists, so the
@@ -18,9 +19,12 @@ import torch
 
 from medmamba.evaluation.efficiency import machine_description
 from medmamba.io_utils import atomic_file
-from medmamba.kernels import ROUTES_2D, ROUTES_3D, cross_merge, cross_scan
+from medmamba.kernels import ROUTES_2D, ROUTES_3D, cross_merge, cross_scan, mhs_routes
 
-BAR_SPEEDUP = 1.5  # issue 3: fused cross-scan at least 1.5x the unfused torch path
+BAR_SPEEDUP = 1.5  # fused cross-scan at least 1.5x the unfused torch path
+BAR_PERMUTATION = 1.5  # permutation routes at most 1.5x the axis-order routes' time (torch path, CPU)
+# as many permutation routes as the axis-order set: MHS-VM's spiral (2D), continuous and half the diagonal (3D)
+PERMUTATION_ROUTES = {"2d": mhs_routes("S", 2), "3d": mhs_routes("C", 3) + mhs_routes("X", 3)[:2]}
 
 
 def _time_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
@@ -86,6 +90,9 @@ def run(device: str = "cpu", quick: bool = False) -> dict:
                 case["speedup_triton_vs_torch"] = {k: case["torch_ms"][k] / v for k, v in case["triton_ms"].items()}
                 case["triton_gb_per_s"] = {k: b / case["triton_ms"][k] / 1e6 for k, b in moved.items()}
             case["torch_gb_per_s"] = {k: b / case["torch_ms"][k] / 1e6 for k, b in moved.items()}
+            case["permutation_torch_ms"] = _measure(x, PERMUTATION_ROUTES[name], "torch", repeats)
+            case["permutation_vs_axis_torch"] = {k: v / case["torch_ms"][k]
+                                                 for k, v in case["permutation_torch_ms"].items()}
             cases.append(case)
             del x
     result = {
@@ -99,6 +106,9 @@ def run(device: str = "cpu", quick: bool = False) -> dict:
         "load_average_1min": os.getloadavg()[0],
         "cases": cases,
     }
+    worst_permutation = max(max(c["permutation_vs_axis_torch"].values()) for c in cases)
+    result["permutation_bar"] = {"permutation_vs_axis_at_most": BAR_PERMUTATION, "worst_measured": worst_permutation,
+                                 "met": worst_permutation <= BAR_PERMUTATION}
     if on_gpu:
         worst = min(min(c["speedup_triton_vs_torch"].values()) for c in cases)
         result["bar"] = {"fused_speedup_at_least": BAR_SPEEDUP, "worst_measured": worst, "met": worst >= BAR_SPEEDUP}
@@ -120,10 +130,11 @@ def _plot(result: dict, path: str) -> None:
     for ax, case in zip(axes[0], cases):
         xs = range(len(ops))
         has_triton = "triton_ms" in case
-        width = 0.4 if has_triton else 0.8
-        ax.bar([i - width / 2 * has_triton for i in xs], [case["torch_ms"][o] for o in ops], width, label="torch")
+        width = 0.8 / (2 + has_triton)
+        ax.bar([i - width for i in xs], [case["torch_ms"][o] for o in ops], width, label="torch, axis routes")
+        ax.bar(list(xs), [case["permutation_torch_ms"][o] for o in ops], width, label="torch, permutation routes")
         if has_triton:
-            ax.bar([i + width / 2 for i in xs], [case["triton_ms"][o] for o in ops], width, label="triton (fused)")
+            ax.bar([i + width for i in xs], [case["triton_ms"][o] for o in ops], width, label="triton (fused)")
         ax.set_xticks(list(xs), ops, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("ms")
         ax.set_title(f"{case['name']} {tuple(case['shape'])} {case['dtype']}", fontsize=9)

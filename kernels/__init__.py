@@ -1,14 +1,23 @@
 """Scan kernels (no nn.Modules): selective scan and cross-scan/merge, Triton on CUDA, PyTorch elsewhere."""
 from medmamba.kernels.cross_scan import (
-    ROUTES_2D,
-    ROUTES_3D,
-    Route,
     cross_merge,
     cross_merge_2d,
     cross_merge_3d,
     cross_scan,
     cross_scan_2d,
     cross_scan_3d,
+    cross_unscan,
+)
+from medmamba.kernels.routes import (
+    MHS_PATTERNS,
+    PATHS,
+    ROUTES_2D,
+    ROUTES_3D,
+    PathRoute,
+    Route,
+    default_routes,
+    mhs_routes,
+    route_positions,
 )
 from medmamba.kernels.selective_scan import selective_scan
 from medmamba.kernels.selective_scan_ref import selective_scan_ref
@@ -17,10 +26,17 @@ __all__ = [
     "selective_scan",
     "selective_scan_ref",
     "Route",
+    "PathRoute",
+    "PATHS",
     "ROUTES_2D",
     "ROUTES_3D",
+    "MHS_PATTERNS",
+    "default_routes",
+    "mhs_routes",
+    "route_positions",
     "cross_scan",
     "cross_merge",
+    "cross_unscan",
     "cross_scan_2d",
     "cross_merge_2d",
     "cross_scan_3d",

@@ -1,56 +1,33 @@
-"""Cross-scan and cross-merge: flatten a (B, C, *spatial) map into K route sequences and map route outputs back.
+"""Cross-scan, cross-merge and cross-unscan: a (B, C, *spatial) map as K route sequences, and back.
 
-A route flattens the spatial axes in `order` (outermost first) and optionally reverses the sequence.
-`cross_merge` is the exact adjoint of `cross_scan`: each route's sequence is un-permuted and the routes are summed,
-so <cross_scan(x), y> == <x, cross_merge(y)>. On CUDA a fused Triton kernel does each in one pass
-(`cross_scan_triton`); elsewhere the torch path below (permute / flip / flatten) is used. Both are differentiable.
-Multi-head scans (MHS-VM) call `cross_scan(x[:, head_channels], head_routes)` per head: the Triton path reads such a
-channel slice in place.
+``cross_scan`` lays the map out along each route (see ``medmamba.kernels.routes``: axis-order routes and
+permutation routes); ``cross_unscan`` puts each route's sequence back in row-major order; ``cross_merge`` sums
+those, and is the exact adjoint of ``cross_scan``: <cross_scan(x), y> == <x, cross_merge(y)>. All are
+differentiable. On CUDA, Triton kernels do each in one pass (``cross_scan_triton``: a fused tiled kernel for axis
+routes, index gathers for the rest); elsewhere torch does it (permute / flip for axis routes, ``torch.gather`` with
+the cached index arrays once any permutation route is present). Multi-head scans (MHS-VM) call
+``cross_scan(x[:, head_channels], head_routes)`` per head: the Triton path reads such a channel slice in place.
 """
 from __future__ import annotations
 
 import math
 import os
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import torch
 
-
-class Route(NamedTuple):
-    """Spatial axes from outermost to innermost in the flattening; `reverse` flips the sequence."""
-
-    order: tuple[int, ...]
-    reverse: bool = False
-
-
-ROUTES_2D: list[Route] = [Route((0, 1), False), Route((1, 0), False), Route((0, 1), True), Route((1, 0), True)]
-_ORDERS_3D = ((0, 1, 2), (1, 2, 0), (2, 0, 1))
-ROUTES_3D: list[Route] = [Route(o, False) for o in _ORDERS_3D] + [Route(o, True) for o in _ORDERS_3D]
+from medmamba.kernels.routes import ROUTES_2D, ROUTES_3D, AnyRoute, Route, check_routes, route_index_tensors
 
 _BACKENDS = ("auto", "torch", "triton")
-
-
-def _check_routes(routes: Sequence[Route] | None, n_spatial: int, fn: str) -> tuple[Route, ...]:
-    if routes is None:
-        if n_spatial == 2:
-            return tuple(ROUTES_2D)
-        if n_spatial == 3:
-            return tuple(ROUTES_3D)
-        raise ValueError(f"{fn}: routes=None has a default only for 2 or 3 spatial axes, got {n_spatial}")
-    checked = []
-    for route in routes:
-        order, reverse = Route(*route) if not isinstance(route, Route) else route
-        order = tuple(int(a) for a in order)
-        if sorted(order) != list(range(n_spatial)):
-            raise ValueError(f"{fn}: route order {order} is not a permutation of the {n_spatial} spatial axes "
-                             f"{tuple(range(n_spatial))}")
-        checked.append(Route(order, bool(reverse)))
-    if not checked:
-        raise ValueError(f"{fn}: routes is empty")
-    return tuple(checked)
-
-
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _use_triton(t: torch.Tensor, n_spatial: int, backend: str, fn: str) -> bool:
@@ -64,19 +41,40 @@ def _use_triton(t: torch.Tensor, n_spatial: int, backend: str, fn: str) -> bool:
             raise ValueError(f"{fn}: backend='triton' takes 1-3 spatial axes and a float dtype, got "
                              f"{n_spatial} axes and {t.dtype}")
         return True
-    return backend == "auto" and t.is_cuda and supported
+    return backend == "auto" and t.is_cuda and supported and _triton_importable()
+
+
+def _axis_routes_only(routes: tuple[AnyRoute, ...]) -> bool:
+    return all(isinstance(r, Route) for r in routes)
 
 
 # ---- torch path ----
 
-def _scan_torch(x: torch.Tensor, routes: tuple[Route, ...]) -> torch.Tensor:
+def _gather_indices(routes, spatial, t: torch.Tensor, inverse: bool, shape: tuple[int, ...]) -> torch.Tensor:
+    positions, inverses = route_index_tensors(routes, spatial, t.device)
+    index = inverses if inverse else positions
+    return index.view(1, len(routes), 1, -1).expand(shape)
+
+
+def _scan_torch(x: torch.Tensor, routes: tuple[AnyRoute, ...]) -> torch.Tensor:
+    b, c, *spatial = x.shape
+    if not _axis_routes_only(routes):
+        shape = (b, len(routes), c, math.prod(spatial))
+        return torch.gather(x.flatten(2).unsqueeze(1).expand(shape), 3,
+                            _gather_indices(routes, tuple(spatial), x, False, shape))
     seqs = {}
     for order in dict.fromkeys(r.order for r in routes):
         seqs[order] = x.permute(0, 1, *[2 + a for a in order]).flatten(2)
     return torch.stack([seqs[r.order].flip(-1) if r.reverse else seqs[r.order] for r in routes], 1)
 
 
-def _merge_torch(y: torch.Tensor, routes: tuple[Route, ...], spatial: tuple[int, ...]) -> torch.Tensor:
+def _unscan_torch(y: torch.Tensor, routes: tuple[AnyRoute, ...], spatial: tuple[int, ...]) -> torch.Tensor:
+    return torch.gather(y, 3, _gather_indices(routes, spatial, y, True, tuple(y.shape)))
+
+
+def _merge_torch(y: torch.Tensor, routes: tuple[AnyRoute, ...], spatial: tuple[int, ...]) -> torch.Tensor:
+    if not _axis_routes_only(routes):
+        return _unscan_torch(y, routes, spatial).sum(1)
     b, _, c, _ = y.shape
     per_order: dict[tuple[int, ...], torch.Tensor] = {}
     for k, r in enumerate(routes):  # routes sharing an order are summed before one un-permute
@@ -92,49 +90,90 @@ def _merge_torch(y: torch.Tensor, routes: tuple[Route, ...], spatial: tuple[int,
 
 # ---- public API ----
 
-def cross_scan(x: torch.Tensor, routes: Sequence[Route] | None = None, *, backend: str = "auto") -> torch.Tensor:
-    """x (B, C, *spatial) -> (B, K, C, L), L = prod(spatial), K = len(routes); routes default to 2D/3D sets."""
+def cross_scan(x: torch.Tensor, routes: Sequence[AnyRoute] | None = None, *, backend: str = "auto") -> torch.Tensor:
+    """Lay a map out along each route.
+
+    Args:
+        x: (B, C, *spatial) map, any number of spatial axes.
+        routes: ``Route`` / ``PathRoute`` list (plain ``(order, reverse)`` tuples are read as ``Route``); None: the
+            default set for 2 or 3 spatial axes (``default_routes``).
+        backend: "auto" (Triton for CUDA tensors when it imports, else torch), "torch" or "triton".
+
+    Returns:
+        (B, K, C, L) with K = len(routes), L = prod(spatial): sequence k is x visited along route k.
+    """
     if not isinstance(x, torch.Tensor) or x.dim() < 3:
         raise ValueError(f"cross_scan: x has shape {tuple(getattr(x, 'shape', ()))}, expected (B, C, *spatial) "
                          f"with at least one spatial axis")
     spatial = tuple(x.shape[2:])
-    routes = _check_routes(routes, len(spatial), "cross_scan")
+    routes = check_routes(routes, len(spatial), "cross_scan")
     if _use_triton(x, len(spatial), backend, "cross_scan"):
         from medmamba.kernels.cross_scan_triton import cross_scan_triton
         return cross_scan_triton(x, routes)
     return _scan_torch(x, routes)
 
 
-def cross_merge(y: torch.Tensor, routes: Sequence[Route] | None = None, spatial_shape: Sequence[int] | None = None,
-                *, backend: str = "auto") -> torch.Tensor:
-    """y (B, K, C, *spatial) or (B, K, C, L) with `spatial_shape` -> (B, C, L) in row-major order of x.
-
-    y[:, k] is route k's output sequence in route k's order (merely reshaped when given spatially).
-    """
+def _route_outputs(y, routes, spatial_shape, fn: str) -> tuple[torch.Tensor, tuple[AnyRoute, ...], tuple[int, ...]]:
+    """Validate y of cross_merge / cross_unscan; return it as (B, K, C, L), the routes and the spatial shape."""
     shape = tuple(getattr(y, "shape", ()))
     if not isinstance(y, torch.Tensor) or y.dim() < 4:
-        raise ValueError(f"cross_merge: y has shape {shape}, expected (B, K, C, *spatial) or (B, K, C, L)")
+        raise ValueError(f"{fn}: y has shape {shape}, expected (B, K, C, *spatial) or (B, K, C, L)")
+    one_axis_routes = routes is not None and any(not hasattr(r, "path") and len(r[0]) == 1 for r in routes)
     if spatial_shape is not None:
         spatial = tuple(int(s) for s in spatial_shape)
         if y.dim() == 4:
             if y.shape[3] != math.prod(spatial):
-                raise ValueError(f"cross_merge: y has shape {shape}, expected (B, K, C, {math.prod(spatial)}) "
+                raise ValueError(f"{fn}: y has shape {shape}, expected (B, K, C, {math.prod(spatial)}) "
                                  f"for spatial_shape {spatial}")
         elif tuple(y.shape[3:]) != spatial:
-            raise ValueError(f"cross_merge: y has shape {shape}, expected (B, K, C, *{spatial}) "
+            raise ValueError(f"{fn}: y has shape {shape}, expected (B, K, C, *{spatial}) "
                              f"for spatial_shape {spatial}")
-    elif y.dim() >= 5 or (routes is not None and y.dim() == 4 and all(len(Route(*r).order) == 1 for r in routes)):
+    elif y.dim() >= 5 or (y.dim() == 4 and one_axis_routes):
         spatial = tuple(y.shape[3:])
     else:
-        raise ValueError(f"cross_merge: y has shape {shape}, a flattened (B, K, C, L) input needs spatial_shape")
-    routes = _check_routes(routes, len(spatial), "cross_merge")
+        raise ValueError(f"{fn}: y has shape {shape}, a flattened (B, K, C, L) input needs spatial_shape")
+    routes = check_routes(routes, len(spatial), fn)
     if y.shape[1] != len(routes):
-        raise ValueError(f"cross_merge: y has shape {shape}, dim 1 must equal the number of routes {len(routes)}")
-    y = y.reshape(*y.shape[:3], math.prod(spatial))
+        raise ValueError(f"{fn}: y has shape {shape}, dim 1 must equal the number of routes {len(routes)}")
+    return y.reshape(*y.shape[:3], math.prod(spatial)), routes, spatial
+
+
+def cross_merge(y: torch.Tensor, routes: Sequence[AnyRoute] | None = None, spatial_shape: Sequence[int] | None = None,
+                *, backend: str = "auto") -> torch.Tensor:
+    """Sum the routes' sequences back on the grid: the adjoint of ``cross_scan``.
+
+    Args:
+        y: (B, K, C, *spatial), or (B, K, C, L) with ``spatial_shape``: y[:, k] is route k's sequence in route k's
+            order (merely reshaped when given spatially).
+        routes: as for ``cross_scan``.
+        spatial_shape: the grid's shape when y is flattened.
+        backend: as for ``cross_scan``.
+
+    Returns:
+        (B, C, L) in row-major order of the grid.
+    """
+    y, routes, spatial = _route_outputs(y, routes, spatial_shape, "cross_merge")
     if _use_triton(y, len(spatial), backend, "cross_merge"):
         from medmamba.kernels.cross_scan_triton import cross_merge_triton
         return cross_merge_triton(y, routes, spatial)
     return _merge_torch(y, routes, spatial)
+
+
+def cross_unscan(y: torch.Tensor, routes: Sequence[AnyRoute] | None = None,
+                 spatial_shape: Sequence[int] | None = None, *, backend: str = "auto") -> torch.Tensor:
+    """Each route's sequence back in row-major order, not summed (for fusions that weigh the routes, as MHS-VM's).
+
+    Args:
+        y, routes, spatial_shape, backend: as for ``cross_merge``.
+
+    Returns:
+        (B, K, C, L): ``cross_unscan(cross_scan(x))[:, k]`` is x flattened row-major, for every k.
+    """
+    y, routes, spatial = _route_outputs(y, routes, spatial_shape, "cross_unscan")
+    if _use_triton(y, len(spatial), backend, "cross_unscan"):
+        from medmamba.kernels.cross_scan_triton import cross_unscan_triton
+        return cross_unscan_triton(y, routes, spatial)
+    return _unscan_torch(y, routes, spatial)
 
 
 def _check_ndim(t: torch.Tensor, ndim: int, name: str, expected: str, fn: str) -> None:

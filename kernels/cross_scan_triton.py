@@ -1,4 +1,8 @@
-"""Fused Triton cross-scan / cross-merge: one pass each, no permuted intermediate copies.
+"""Triton cross-scan / cross-merge / cross-unscan: one pass each, no permuted intermediate copies.
+
+Axis-order routes (``Route``) take the fused tiled kernels below; once a permutation route (``PathRoute``) is present,
+every route goes through the gather kernels at the end of this file, which read the routes' cached (K, L) index arrays
+(device tensors, made once per shape: no host sync per call).
 
 Spatial shapes are padded to three axes (leading size-1 axes). Each program owns one (b, c) row and one 3D tile of
 x. Scan loads the tile once and stores it into every route's sequence at the route's positions; merge gathers every
@@ -15,6 +19,8 @@ import math
 import torch
 import triton
 import triton.language as tl
+
+from medmamba.kernels.routes import Route, route_index_tensors
 
 _ROUTE_BITS = 5  # per route: innermost axis (2 bits), middle axis (2 bits), reverse (1 bit); the kernels spell out 5
 _ROW_MAJOR = tl.constexpr(6)  # route code of (0, 1, 2) forward: inner axis 2, middle axis 1
@@ -200,6 +206,115 @@ def _merge(y: torch.Tensor, routes, spatial: tuple[int, ...]) -> torch.Tensor:
     return out.to(y.dtype)
 
 
+# ---- permutation routes: gathers through (K, L) index arrays ----
+
+_GATHER_BLOCK = 1024
+
+
+@triton.jit
+def _gather_kernel(src_ptr, index_ptr, out_ptr, stride_sb, stride_sk, stride_sc, K, C, L,
+                   BLOCK: tl.constexpr):
+    """out[b, k, c, p] = src[b, k, c, index[k, p]] (src's k stride may be 0: one map scanned along K routes)."""
+    row = tl.program_id(0)  # (b, k, c) row-major
+    p = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = p < L
+    c = row % C
+    k = (row // C) % K
+    b = row // (C * K)
+    src_row = src_ptr + b.to(tl.int64) * stride_sb + k.to(tl.int64) * stride_sk + c.to(tl.int64) * stride_sc
+    index = tl.load(index_ptr + k.to(tl.int64) * L + p, mask=mask, other=0)
+    tl.store(out_ptr + row.to(tl.int64) * L + p, tl.load(src_row + index, mask=mask), mask=mask)
+
+
+@triton.jit
+def _gather_sum_kernel(src_ptr, index_ptr, out_ptr, stride_sb, stride_sk, stride_sc, K, C, L,
+                       ACC_DTYPE: tl.constexpr, BLOCK: tl.constexpr):
+    """out[b, c, q] = sum_k src[b, k, c, index[k, q]], summed in ACC_DTYPE and rounded once."""
+    row = tl.program_id(0)  # (b, c)
+    q = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = q < L
+    c = row % C
+    b = row // C
+    src_row = src_ptr + b.to(tl.int64) * stride_sb + c.to(tl.int64) * stride_sc
+    acc = tl.zeros((BLOCK,), dtype=ACC_DTYPE)
+    for k in range(K):
+        index = tl.load(index_ptr + k * L + q, mask=mask, other=0)
+        acc += tl.load(src_row + index, mask=mask).to(ACC_DTYPE)
+        src_row += stride_sk
+    tl.store(out_ptr + row.to(tl.int64) * L + q, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _index_arrays(routes, spatial, device) -> tuple[torch.Tensor, torch.Tensor]:
+    return route_index_tensors(routes, spatial, device, torch.int32)
+
+
+def _gather(src: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
+    """src (B, K or 1, C, L) -> (B, k, C, L) gathered along L by index (k, L); a K of 1 is broadcast."""
+    src = _rows_contiguous(src, 3)
+    b, _, c, length = src.shape
+    out = src.new_empty(b, k, c, length)
+    if out.numel():
+        grid = (b * k * c, triton.cdiv(length, _GATHER_BLOCK))
+        _gather_kernel[grid](src, index, out, src.stride(0), src.stride(1) if src.shape[1] > 1 else 0,
+                             src.stride(2), k, c, length, BLOCK=_GATHER_BLOCK)
+    return out
+
+
+def _gather_sum(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """src (B, K, C, L) -> (B, C, L): the K gathers summed."""
+    src = _rows_contiguous(src, 3)
+    b, k, c, length = src.shape
+    out = src.new_empty(b, c, length)
+    if out.numel():
+        acc = tl.float64 if src.dtype == torch.float64 else tl.float32
+        grid = (b * c, triton.cdiv(length, _GATHER_BLOCK))
+        _gather_sum_kernel[grid](src, index, out, src.stride(0), src.stride(1), src.stride(2), k, c, length,
+                                 ACC_DTYPE=acc, BLOCK=_GATHER_BLOCK)
+    return out
+
+
+class _PermutedScan(torch.autograd.Function):
+    """x (B, C, L) -> (B, K, C, L) along index; backward gathers back through inverse and sums."""
+
+    @staticmethod
+    def forward(ctx, x, index, inverse):
+        ctx.save_for_backward(index, inverse)
+        return _gather(x.unsqueeze(1), index, index.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        index, inverse = ctx.saved_tensors
+        return _PermutedMerge.apply(grad, inverse, index), None, None
+
+
+class _PermutedMerge(torch.autograd.Function):
+    """y (B, K, C, L) -> (B, C, L) summing the K gathers along index (the inverse arrays); backward is a scan."""
+
+    @staticmethod
+    def forward(ctx, y, index, inverse):
+        ctx.save_for_backward(index, inverse)
+        return _gather_sum(y, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        index, inverse = ctx.saved_tensors
+        return _PermutedScan.apply(grad, inverse, index), None, None
+
+
+class _PermutedUnscan(torch.autograd.Function):
+    """y (B, K, C, L) -> (B, K, C, L) each row gathered along its own index; backward gathers along the inverse."""
+
+    @staticmethod
+    def forward(ctx, y, index, inverse):
+        ctx.save_for_backward(index, inverse)
+        return _gather(y, index, index.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        index, inverse = ctx.saved_tensors
+        return _PermutedUnscan.apply(grad, inverse, index), None, None
+
+
 class _CrossScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, routes):
@@ -222,11 +337,29 @@ class _CrossMerge(torch.autograd.Function):
         return _CrossScan.apply(grad.reshape(*grad.shape[:2], *ctx.spatial), ctx.routes), None, None
 
 
+def _axis_routes_only(routes) -> bool:
+    return all(isinstance(r, Route) for r in routes)
+
+
 def cross_scan_triton(x: torch.Tensor, routes) -> torch.Tensor:
     """x (B, C, *spatial) with 1-3 spatial axes -> (B, K, C, L); differentiable (backward = merge)."""
-    return _CrossScan.apply(x, tuple(routes))
+    routes = tuple(routes)
+    if _axis_routes_only(routes):
+        return _CrossScan.apply(x, routes)
+    positions, inverse = _index_arrays(routes, tuple(x.shape[2:]), x.device)
+    return _PermutedScan.apply(x.flatten(2), positions, inverse)
 
 
 def cross_merge_triton(y: torch.Tensor, routes, spatial: tuple[int, ...]) -> torch.Tensor:
     """y (B, K, C, L) -> (B, C, L); differentiable (backward = scan)."""
-    return _CrossMerge.apply(y, tuple(routes), tuple(spatial))
+    routes = tuple(routes)
+    if _axis_routes_only(routes):
+        return _CrossMerge.apply(y, routes, tuple(spatial))
+    positions, inverse = _index_arrays(routes, tuple(spatial), y.device)
+    return _PermutedMerge.apply(y, inverse, positions)
+
+
+def cross_unscan_triton(y: torch.Tensor, routes, spatial: tuple[int, ...]) -> torch.Tensor:
+    """y (B, K, C, L) -> (B, K, C, L), each route's sequence in row-major order; differentiable."""
+    positions, inverse = _index_arrays(tuple(routes), tuple(spatial), y.device)
+    return _PermutedUnscan.apply(y, inverse, positions)

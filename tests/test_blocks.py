@@ -1,5 +1,7 @@
 """Blocks against independent references: a float64 loop for the S6 recurrence, explicit index loops for scans
 and patch ops, 2D-vs-3D equivalence for the dims-generic blocks."""
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,7 @@ from medmamba.networks.blocks import (
     VSSBlock,
     default_routes,
 )
+from medmamba.kernels import mhs_routes, route_positions
 from medmamba.networks.blocks.patch import depth_to_space, space_to_depth
 
 
@@ -147,23 +150,48 @@ def test_scan_route_attention_formula():
     torch.testing.assert_close(sra(ys), torch.from_numpy(expected), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("dims", [2, 3])
-def test_multi_head_scan_heads_and_gradients(dims):
+def gfu_reference(ys):
+    """Gated fusion of route outputs (b, R, c, L) in float64, from the paper's formula."""
+    std = ys.std(dim=1)  # unbiased, as torch.std
+    shifted_mean = (ys - ys.min(dim=1, keepdim=True).values).mean(dim=1)
+    return ys.sum(dim=1) * F.relu(std / (shifted_mean + 1e-5) - 0.3)
+
+
+@pytest.mark.parametrize("spatial", [(3, 5), (2, 3, 4)], ids=["2d", "3d"])
+@pytest.mark.parametrize("num_heads", [3, 4])
+def test_multi_head_scan_matches_route_by_route_reference(spatial, num_heads):
+    """Head i scans pattern i's four sequences (positions from route_positions, checked against hand-written
+    orders in test_routes.py), each with its own S6 parameters, fused by the GFU; recomputed in float64 (the GFU's
+    ratio amplifies float32 rounding, so the module runs in float64 too)."""
     torch.manual_seed(0)
-    routes = default_routes(dims)
-    mhs = MultiHeadScan(12, dims, d_state=4)
-    assert mhs.num_heads == len(routes) // 2
-    assert sorted(r for head in mhs.head_routes for r in head) == sorted(routes)
-    # each head scans a route and its reverse
-    assert all({r.reverse for r in head} == {False, True} and len({r.order for r in head}) == 1
-               for head in mhs.head_routes)
-    x = torch.randn(2, *([4] * dims), 12, requires_grad=True)
-    y = mhs(x)
-    assert y.shape == x.shape and torch.isfinite(y).all()
-    y.sum().backward()
+    dims, dim = len(spatial), 2 * num_heads
+    mhs = MultiHeadScan(dim, dims, num_heads=num_heads, d_state=3, gfu_t=0.3).double()
+    assert list(mhs.head_ssms) == list("CXSZ"[:num_heads])
+    x = torch.randn(2, *spatial, dim, dtype=torch.float64)
+    length = int(torch.tensor(spatial).prod())
+    with torch.no_grad():
+        u, z = mhs.in_proj(x).chunk(2, -1)
+        u = F.silu(mhs.conv(u.movedim(-1, 1))).flatten(2)
+        heads = torch.einsum("bdl,cd->bcl", u, mhs.head_proj.weight.double()).split(mhs.head_dim, 1)
+        fused = []
+        for head, pattern in zip(heads, mhs.head_ssms):
+            steps = [torch.tensor(route_positions(r, spatial)) for r in mhs_routes(pattern, dims)]
+            ys = route_ssm_reference(mhs.head_ssms[pattern], torch.stack([head[:, :, s] for s in steps], 1))
+            back = torch.zeros_like(ys)
+            for k, s in enumerate(steps):
+                back[:, k][:, :, s] = ys[:, k]
+            fused.append(gfu_reference(back))
+        y = torch.cat(fused, 1).transpose(1, 2)
+        y = F.layer_norm(y, y.shape[-1:], mhs.cat_norm.weight.double(), mhs.cat_norm.bias.double())
+        y = F.layer_norm(F.linear(y, mhs.out_proj.weight.double()), (dim,), mhs.out_norm.weight.double(),
+                         mhs.out_norm.bias.double())
+        expected = y.reshape(2, *spatial, dim) * F.silu(z)
+        torch.testing.assert_close(mhs(x), expected, rtol=1e-9, atol=1e-10)
+    x.requires_grad_(True)
+    mhs(x).sum().backward()
     assert torch.isfinite(x.grad).all()
-    with pytest.raises(ValueError):
-        MultiHeadScan(12, dims, num_heads=len(routes))
+    with pytest.raises(ValueError, match="num_heads must be 3"):
+        MultiHeadScan(12, dims, num_heads=2)
 
 
 @pytest.mark.parametrize("stride", [(2, 2), (1, 2, 2), (2, 1, 3)])
@@ -171,12 +199,19 @@ def test_space_to_depth_matches_index_loop(stride):
     spatial = tuple(2 * s * (i + 1) for i, s in enumerate(stride))
     x = torch.randn(2, *spatial, 3)
     y = space_to_depth(x, stride)
-    # reference: output voxel o gathers input voxels o * stride + offset, offsets in row-major order
-    offsets = torch.stack(torch.meshgrid(*[torch.arange(s) for s in stride], indexing="ij"), -1).reshape(-1, len(stride))
+    # reference: output voxel o gathers input voxels o * stride + offset, the first axis' offset varying fastest
+    offsets = [tuple(reversed(d)) for d in itertools.product(*[range(s) for s in reversed(stride)])]
     for o in [tuple(0 for _ in stride), tuple(v // s - 1 for v, s in zip(spatial, stride))]:
         expected = torch.cat([x[(slice(None), *(oi * s + di for oi, s, di in zip(o, stride, d)))] for d in offsets], -1)
         torch.testing.assert_close(y[(slice(None), *o)], expected)
-    torch.testing.assert_close(depth_to_space(y, stride), x)
+    # depth_to_space (patch expanding) reads the sub-positions in row-major order, as VMamba's
+    # rearrange('b h w (p1 p2 c) -> b (h p1) (w p2) c')
+    up = depth_to_space(y, stride)
+    c = y.shape[-1] // len(offsets)
+    for j, d in enumerate(itertools.product(*[range(s) for s in stride])):
+        o = tuple(0 for _ in stride)
+        torch.testing.assert_close(up[(slice(None), *(oi * s + di for oi, s, di in zip(o, stride, d)))],
+                                   y[(slice(None), *o)][..., j * c:(j + 1) * c])
 
 
 def test_merging_expanding_shapes_anisotropic():

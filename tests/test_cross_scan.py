@@ -12,6 +12,7 @@ import torch
 from medmamba.kernels import (
     ROUTES_2D,
     ROUTES_3D,
+    PathRoute,
     Route,
     cross_merge,
     cross_merge_2d,
@@ -19,11 +20,28 @@ from medmamba.kernels import (
     cross_scan,
     cross_scan_2d,
     cross_scan_3d,
+    cross_unscan,
+    mhs_routes,
+    route_positions,
 )
 
 
+def shuffled(spatial):
+    """A test-defined permutation path: positions in a random order seeded by the shape."""
+    return np.random.default_rng(int(np.prod(spatial))).permutation(int(np.prod(spatial)))
+
+
+SHUFFLED = PathRoute(shuffled)
+
+
 def route_indices(spatial, order, reverse):
-    """Row-major x index of each step of the route: nested loops, order[0] outermost."""
+    """Row-major x index of each step of the route: nested loops, order[0] outermost. Permutation routes: the
+    test's own path, or a named pattern's positions (checked against hand-written orders in test_routes.py)."""
+    if callable(order):
+        steps = np.asarray(order(spatial))
+        return steps[::-1].copy() if reverse else steps
+    if isinstance(order, str):
+        return route_positions(PathRoute(order, reverse), spatial)
     steps = []
     for loop_idx in itertools.product(*[range(spatial[a]) for a in order]):
         coord = [0] * len(spatial)
@@ -49,6 +67,15 @@ def merge_ref(y, routes, spatial):
     return out
 
 
+def unscan_ref(y, routes, spatial):
+    b, _, c = y.shape[:3]
+    y = y.reshape(b, len(routes), c, -1)
+    out = np.zeros_like(y)
+    for k, (o, r) in enumerate(routes):
+        out[:, k][..., route_indices(spatial, o, r)] = y[:, k]
+    return out
+
+
 CASES = [  # (spatial, routes)
     ((5, 7), ROUTES_2D),
     ((4, 4), ROUTES_2D),
@@ -59,6 +86,12 @@ CASES = [  # (spatial, routes)
     ((9,), [Route((0,), False), Route((0,), True)]),
     ((1, 6), ROUTES_2D),
     ((2, 3, 1, 2), [Route((3, 1, 0, 2), True), Route((0, 1, 2, 3), False)]),
+    # permutation routes, alone and mixed with axis-order routes
+    ((5, 7), [SHUFFLED, SHUFFLED._replace(reverse=True)]),
+    ((4, 6), mhs_routes("C", 2) + mhs_routes("Z", 2)),
+    ((3, 5, 4), mhs_routes("S", 3) + [ROUTES_3D[1]]),
+    ((2, 3, 4), mhs_routes("X", 3)),
+    ((9,), [SHUFFLED, Route((0,), True)]),
 ]
 
 
@@ -84,9 +117,17 @@ def test_scan_merge_match_reference(spatial, routes):
     assert torch.allclose(lhs, rhs, rtol=1e-12)
     np.testing.assert_allclose(cross_merge(scanned, routes, spatial_shape=spatial).numpy(),
                                len(routes) * x.flatten(2).numpy(), rtol=1e-12)
+    # unscan: every route back in row-major order, not summed
+    unscanned = cross_unscan(y, routes)
+    np.testing.assert_array_equal(unscanned.numpy(), unscan_ref(y.numpy(), routes, spatial))
+    np.testing.assert_array_equal(cross_unscan(scanned, routes, spatial_shape=spatial).numpy(),
+                                  x.flatten(2)[:, None].expand(-1, len(routes), -1, -1).numpy())
 
 
-@pytest.mark.parametrize("spatial,routes", [CASES[0], CASES[2], CASES[5]], ids=[ids(c) for c in (CASES[0], CASES[2], CASES[5])])
+GRAD_CASES = [CASES[0], CASES[2], CASES[5], CASES[9], CASES[11]]
+
+
+@pytest.mark.parametrize("spatial,routes", GRAD_CASES, ids=[ids(c) for c in GRAD_CASES])
 def test_gradients_match_reference(spatial, routes):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(1, 2, *spatial, dtype=torch.float64, generator=gen, requires_grad=True)
@@ -99,12 +140,21 @@ def test_gradients_match_reference(spatial, routes):
     cross_merge(y, routes).backward(g_merge.flatten(2))
     np.testing.assert_array_equal(y.grad.flatten(3).numpy(), scan_ref(g_merge.numpy(), routes))
 
+    y.grad = None
+    g_unscan = torch.randn(1, len(routes), 2, int(np.prod(spatial)), dtype=torch.float64, generator=gen)
+    cross_unscan(y, routes).backward(g_unscan)
+    expected = np.stack([scan_ref(g_unscan[:, k].reshape(1, 2, *spatial).numpy(), [r])[:, 0]
+                         for k, r in enumerate(routes)], 1)
+    np.testing.assert_array_equal(y.grad.flatten(3).numpy(), expected)
 
-def test_gradcheck_torch_path():
+
+@pytest.mark.parametrize("routes", [ROUTES_2D, mhs_routes("S", 2)], ids=["axis", "spiral"])
+def test_gradcheck_torch_path(routes):
     x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
     y = torch.randn(1, 4, 2, 3, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: cross_scan(t, ROUTES_2D, backend="torch"), (x,))
-    assert torch.autograd.gradcheck(lambda t: cross_merge(t, ROUTES_2D, backend="torch"), (y,))
+    assert torch.autograd.gradcheck(lambda t: cross_scan(t, routes, backend="torch"), (x,))
+    assert torch.autograd.gradcheck(lambda t: cross_merge(t, routes, backend="torch"), (y,))
+    assert torch.autograd.gradcheck(lambda t: cross_unscan(t, routes, backend="torch"), (y,))
 
 
 def test_fixed_route_sets_and_wrappers():
@@ -134,6 +184,8 @@ def test_fixed_route_sets_and_wrappers():
     (lambda: cross_scan(torch.zeros(1, 2, 3, 4), [Route((0, 2), False)]), r"route order \(0, 2\)"),
     (lambda: cross_scan(torch.zeros(1, 2, 3, 4), []), r"routes is empty"),
     (lambda: cross_scan(torch.zeros(1, 2, 3, 4), backend="cuda"), r"backend='cuda'"),
+    (lambda: cross_scan(torch.zeros(1, 2, 3, 4), [PathRoute("hilbert")]), r"path 'hilbert' is neither"),
+    (lambda: cross_unscan(torch.zeros(1, 4, 2, 12), mhs_routes("C", 2)), r"needs spatial_shape"),
 ])
 def test_bad_input_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):
@@ -145,8 +197,8 @@ TRITON_SCRIPT = textwrap.dedent("""
     import numpy as np
     import torch
     sys.path.insert(0, {tests_dir!r})
-    from test_cross_scan import CASES, merge_ref, scan_ref
-    from medmamba.kernels import ROUTES_3D, Route, cross_merge, cross_scan
+    from test_cross_scan import CASES, merge_ref, scan_ref, unscan_ref
+    from medmamba.kernels import ROUTES_3D, Route, cross_merge, cross_scan, cross_unscan, mhs_routes
 
     gen = torch.Generator().manual_seed(0)
     # more than one launch's worth of routes (12): the merge accumulates across launches
@@ -169,6 +221,13 @@ TRITON_SCRIPT = textwrap.dedent("""
                                    rtol=1e-12, atol=1e-12)
         np.testing.assert_array_equal(y.grad.flatten(3).numpy(),
                                       scan_ref(g_merge.reshape(1, 2, *spatial).numpy(), routes))
+        y.grad = None
+        unscanned = cross_unscan(y, routes, backend="triton")
+        np.testing.assert_array_equal(unscanned.detach().numpy(), unscan_ref(y.detach().numpy(), routes, spatial))
+        g_unscan = torch.randn(unscanned.shape, dtype=torch.float64, generator=gen)
+        unscanned.backward(g_unscan)
+        np.testing.assert_array_equal(y.grad.flatten(3).numpy(), np.stack(
+            [scan_ref(g_unscan[:, k].reshape(1, 2, *spatial).numpy(), [r])[:, 0] for k, r in enumerate(routes)], 1))
         print("ok", spatial, len(routes))
     # low precision: scan is a copy (exact); merge sums in fp32 and rounds once
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
@@ -192,8 +251,9 @@ TRITON_SCRIPT = textwrap.dedent("""
     y = torch.randn(2, 5, 6, 35, dtype=torch.float64, generator=gen)
     routes = [((1, 0), True), ((0, 1), False)]
     for x_view in (x[:, 2:5], x.transpose(2, 3)):
-        np.testing.assert_array_equal(cross_scan(x_view, routes, backend="triton").numpy(),
-                                      scan_ref(x_view.numpy(), routes))
+        for r in (routes, mhs_routes("X", 2)):
+            np.testing.assert_array_equal(cross_scan(x_view, r, backend="triton").numpy(),
+                                          scan_ref(x_view.numpy(), r))
     y_view = y[:, 1:5:2, 1:4]
     np.testing.assert_allclose(cross_merge(y_view, routes, spatial_shape=(5, 7), backend="triton").numpy(),
                                merge_ref(y_view.numpy(), routes, (5, 7)), rtol=1e-12, atol=1e-12)
@@ -237,3 +297,12 @@ def test_triton_kernels_compile_for_hopper():
                                constexprs={(names.index(n),): v for n, v in constants.items() if n in names})
             compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
             assert "st.global" in compiled.asm["ptx"]
+    for kernel, constants in ((kernels._gather_kernel, dict(BLOCK=1024)),
+                              (kernels._gather_sum_kernel, dict(BLOCK=1024, ACC_DTYPE=triton.language.float32))):
+        names = kernel.arg_names
+        signature = {n: "constexpr" if n in constants else
+                     ("*i32" if n == "index_ptr" else "*bf16" if n.endswith("_ptr") else "i32") for n in names}
+        source = ASTSource(fn=kernel, signature=signature,
+                           constexprs={(names.index(n),): v for n, v in constants.items()})
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+        assert "st.global" in compiled.asm["ptx"]

@@ -129,10 +129,30 @@ def test_build_from_configuration_uses_the_configuration_manager():
     assert net.decoder.deep_supervision is False
 
 
+@pytest.mark.parametrize("name", ["vm_unet", "mhs_vm_unet", "umamba_bot"])
+def test_plans_nets_always_carry_the_deep_supervision_heads(name):
+    """nnU-Net trains with deep supervision and predicts with a net built without it: the same state dict keys,
+    while a net built directly without deep supervision has no unused heads (as the papers' models)."""
+    kwargs, patch = PLANS["2d"]
+    with torch.device("meta"):
+        trained = build_from_plans(name, kwargs, REQ_IMPORT, 1, 2, enable_deep_supervision=True)
+        predicting = build_from_plans(name, kwargs, REQ_IMPORT, 1, 2, enable_deep_supervision=False)
+    assert trained.state_dict().keys() == predicting.state_dict().keys()
+    assert predicting.decoder.deep_supervision is False
+    if name != "umamba_bot":  # U-Mamba, as nnU-Net's own nets, always builds its heads
+        from medmamba import create_model
+
+        lean = create_model(name, spatial_dims=2, features=(8, 16, 32), strides=(4, 2, 2), d_state=4)
+        assert len(lean.decoder.heads) == 1
+        lean.decoder.deep_supervision = True
+        with pytest.raises(RuntimeError, match="built without its heads"):
+            lean(torch.randn(1, 1, 32, 32))
+
+
 def test_overrides_and_bad_plans():
     kwargs, _ = PLANS["2d"]
     net = build_from_plans("vm_unet", kwargs, REQ_IMPORT, 1, 2, depths=2)
-    assert len(net.encoder[1]) == 2 + 1 + 2  # to-tokens, merging, 2 blocks, to-channels-first
+    assert len(net.encoder[1].blocks) == 2
     bad = dict(kwargs, n_stages=5)
     with pytest.raises(ValueError, match="n_stages"):
         build_from_plans("vm_unet", bad, REQ_IMPORT, 1, 2)

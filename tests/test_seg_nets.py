@@ -61,3 +61,24 @@ def test_paper_preset_matches_paper_parameter_count(name):
                        num_classes=entry.presets["paper"].get("out_channels", 2))
     measured = n_params(net) / 1e6
     assert abs(measured - entry.paper_params_m) <= 0.05 * entry.paper_params_m, (measured, entry.paper_params_m)
+
+
+def test_vssm_filter_accepts_the_vmunet_wrapper_prefix():
+    """Official VM-UNet / MHS-VM checkpoints are saved from VMUNet, which holds the VSSM as ``vmunet``."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from medmamba.weights import convert_state_dict
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    from official import build_ours
+
+    fixture = json.loads((root / "tests" / "data" / "official_keys" / "vm_unet.json").read_text(encoding="utf-8"))
+    (case,) = fixture["cases"].values()
+    official = {f"vmunet.{k}": torch.randn(shape) for k, shape in case["keys"].items()}
+    with torch.device("meta"):
+        ours = build_ours("vm_unet", case["ours"])
+    report = convert_state_dict("vm_unet", official, ours)
+    assert report.complete and not report.unused, report.summary()

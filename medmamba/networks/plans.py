@@ -57,7 +57,11 @@ def build_from_plans(
     enable_deep_supervision: bool = True,
     **overrides: Any,
 ) -> nn.Module:
-    """Build ``model_name`` at the plan's configuration; ``overrides`` replace any builder argument."""
+    """Build ``model_name`` at the plan's configuration; ``overrides`` replace any builder argument.
+
+    The deep-supervision heads are always built, so that a checkpoint trained with them loads into the net nnU-Net's
+    predictor builds without; ``enable_deep_supervision`` sets the switch (``net.decoder.deep_supervision``).
+    """
     entry = model_entry(model_name)
     if entry.task != "segmentation":
         raise ValueError(f"model {model_name!r} is a {entry.task} net; nnU-Net plans build segmentation nets")
@@ -65,10 +69,12 @@ def build_from_plans(
     spatial_dims = kwargs.pop("spatial_dims")
     accepted = inspect.signature(entry.builder).parameters
     kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-    kwargs["deep_supervision"] = enable_deep_supervision
+    kwargs["deep_supervision"] = True
     kwargs.update(overrides)
-    return create_model(model_name, spatial_dims=spatial_dims, in_channels=num_input_channels,
-                        out_channels=num_output_channels, **kwargs)
+    net = create_model(model_name, spatial_dims=spatial_dims, in_channels=num_input_channels,
+                       out_channels=num_output_channels, **kwargs)
+    net.decoder.deep_supervision = enable_deep_supervision and kwargs["deep_supervision"]
+    return net
 
 
 def build_from_configuration(model_name: str, configuration_manager, num_input_channels: int,

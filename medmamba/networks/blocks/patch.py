@@ -23,12 +23,13 @@ class ChannelsFirst(nn.Module):
 
 
 def space_to_depth(x: torch.Tensor, stride: tuple[int, ...]) -> torch.Tensor:
-    """(B, *S, C) -> (B, *S/stride, prod(stride) * C)."""
+    """(B, *S, C) -> (B, *S/stride, prod(stride) * C), a patch's positions with the first axis varying fastest:
+    in 2D x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2], as Swin's and VMamba's patch merging."""
     b, *spatial, c = x.shape
     n = len(spatial)
     split = [v for size, s in zip(spatial, stride) for v in (size // s, s)]
     x = x.reshape(b, *split, c)
-    x = x.permute(0, *range(1, 2 * n, 2), *range(2, 2 * n + 1, 2), 2 * n + 1)
+    x = x.permute(0, *range(1, 2 * n, 2), *range(2 * n, 1, -2), 2 * n + 1)
     return x.reshape(b, *(size // s for size, s in zip(spatial, stride)), prod(stride) * c)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -45,18 +46,43 @@ class RouteSSM(nn.Module):
             p._no_weight_decay = True
 
     def forward(self, xs: torch.Tensor) -> torch.Tensor:
-        b, k, d, length = xs.shape
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight.to(xs.dtype))
-        dts, bs, cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(xs.dtype))
-        ys = selective_scan(
-            xs.reshape(b, k * d, length),
-            dts.reshape(b, k * d, length),
-            -torch.exp(self.A_logs.float()),
-            bs.contiguous(),
-            cs.contiguous(),
-            self.Ds.float(),
-            delta_bias=self.dt_projs_bias.float().view(-1),
-            delta_softplus=True,
-        )
-        return ys.view(b, k, d, length)
+        return scan_route_groups(xs, [self])
+
+
+def scan_route_groups(xs: torch.Tensor, groups: Sequence[RouteSSM]) -> torch.Tensor:
+    """Several ``RouteSSM`` of the same width, state size and dt rank (e.g. one per MHS-VM head) in one
+    ``selective_scan`` call.
+
+    Args:
+        xs: (B, K, d_inner, L) with K the groups' routes in order.
+        groups: the modules whose per-route parameters are concatenated along K.
+
+    Returns:
+        (B, K, d_inner, L) in float32 (or xs's dtype when that is float64).
+    """
+    first = groups[0]
+    b, k, d, length = xs.shape
+    if any((g.d_inner, g.d_state, g.dt_rank) != (first.d_inner, first.d_state, first.dt_rank) for g in groups):
+        raise ValueError("scan_route_groups: the groups differ in d_inner, d_state or dt_rank")
+    if k != sum(g.num_routes for g in groups):
+        raise ValueError(f"scan_route_groups: xs has {k} routes, the groups {sum(g.num_routes for g in groups)}")
+
+    def cat(name: str) -> torch.Tensor:
+        params = [getattr(g, name) for g in groups]
+        return params[0] if len(params) == 1 else torch.cat(params)
+
+    state_dtype = torch.float64 if xs.dtype == torch.float64 else torch.float32  # A, D, dt bias in fp32 at least
+    x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, cat("x_proj_weight").to(xs.dtype))
+    dts, bs, cs = torch.split(x_dbl, [first.dt_rank, first.d_state, first.d_state], dim=2)
+    dts = torch.einsum("bkrl,kdr->bkdl", dts, cat("dt_projs_weight").to(xs.dtype))
+    ys = selective_scan(
+        xs.reshape(b, k * d, length),
+        dts.reshape(b, k * d, length),
+        -torch.exp(cat("A_logs").to(state_dtype)),
+        bs.contiguous(),
+        cs.contiguous(),
+        cat("Ds").to(state_dtype),
+        delta_bias=cat("dt_projs_bias").to(state_dtype).view(-1),
+        delta_softplus=True,
+    )
+    return ys.view(b, k, d, length)

@@ -50,7 +50,10 @@ class UNetDecoder(nn.Module):
         self.fuse, self.final_up, self.deep_supervision = fuse, final_up, deep_supervision
         self.unfused = frozenset(unfused)
 
-    def forward(self, skips: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def forward(self, skips: Sequence[torch.Tensor], deepest: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """``skips``: one per encoder stage, highest resolution first; the decoder starts from the deepest skip
+        (a refined one where the last stage is a ``RefinedSkip``, as UNETR's). ``deepest``, the last stage's own
+        output, is for decoders that need it besides its skip (VM-UNet's)."""
         x, outputs = skips[-1], []
         for i in reversed(range(len(self.stages))):
             x = self.ups[i](x)
@@ -99,7 +102,7 @@ class SegUNet(nn.Module):
             x = stage(x)
             x, skip = x if isinstance(x, tuple) else (x, x)
             skips.append(skip)
-        outputs = self.decoder(skips)
+        outputs = self.decoder(skips, x)
         scales = [(1,) * len(size)] + self.scales[1:]
         outputs = [
             o[(..., *(slice(0, -(-s // f)) for s, f in zip(size, scale)))] for o, scale in zip(outputs, scales)

@@ -14,8 +14,8 @@ from medmamba.registry import Paper, ReportedResult, register_model
     code_url="https://github.com/yuweihao/MambaOut",
     reported=(ReportedResult("ImageNet-1k (MambaOut-Tiny classifier)", "top-1 accuracy", 82.7),),
     presets={
-        "paper": dict(features=(96, 192, 384, 768), strides=(4, 2, 2, 2), depths=(2, 2, 2, 4),
-                      decoder_depths=(1, 2, 2), drop_path_rate=0.2),
+        "paper": dict(features=(96, 192, 384, 768), strides=(4, 2, 2, 2), depths=(2, 2, 2, 2),
+                      decoder_depths=(2, 2, 2, 1), drop_path_rate=0.2),
         "tiny": dict(features=(8, 16, 32), strides=(1, 2, 2), depths=1, decoder_depths=1, kernel_size=3),
     },
     reference_input={2: (3, 256, 256), 3: (1, 128, 128, 128)},
