@@ -417,3 +417,111 @@ def test_trainer_plans_for_the_gpu_check():
     base = {"s_per_iter": 2.0, "peak_mem_mb": 100.0}
     assert trainers.with_ratios({"s_per_iter": 3.0, "peak_mem_mb": 50.0}, base)["time_ratio"] == 1.5
     assert "time_ratio" not in trainers.with_ratios({"s_per_iter": 3.0, "peak_mem_mb": 50.0}, {"error": "x"})
+
+
+# ---- sections' bookkeeping, with their measurements stood in for (the real ones need a GPU) ----
+
+def test_first_call_section_runs_two_processes_on_one_new_cache(monkeypatch):
+    calls = []
+    child = {"cuda_context_s": 0.1, "scan_first_fwd_s": 3.0, "scan_first_bwd_s": 5.0, "scan_next_fwd_s": 0.01,
+             "scan_next_bwd_s": 0.02, "cross_first_s": 1.0, "cross_next_s": 0.01}
+
+    def run(command, env, **kwargs):
+        calls.append((command, env["TRITON_CACHE_DIR"]))
+        if len(calls) == 1:
+            return subprocess.CompletedProcess(command, 0, "triton says hi\n" + json.dumps(child) + "\n", "")
+        return subprocess.CompletedProcess(command, 1, "", "Traceback ...\nRuntimeError: no kernel image\n")
+
+    monkeypatch.setattr(gpu_check.subprocess, "run", run)
+    result = gpu_check.first_call(gpu_check.Deadline(60))
+    assert len(calls) == 2 and calls[0][1] == calls[1][1] and "--first-call-child" in calls[0][0]
+    assert not Path(calls[0][1]).exists()  # the cache folder is removed afterwards
+    empty = result["runs"]["empty_cache"]
+    assert empty["scan_first_call_s"] == pytest.approx(8.0) and empty["scan_compile_s"] == pytest.approx(7.97)
+    assert result["runs"]["warm_cache"] == {"error": "RuntimeError: no kernel image"}
+    assert "first scan call 8.00 s" in result["summary"] and "no kernel image" in result["summary"]
+
+
+def test_trainers_section_measures_the_bar_first_and_respects_its_time_box(monkeypatch):
+    trainers = gpu_check.bench("trainers")
+    order = []
+
+    def measure(name, device, iters, configuration, timeout):
+        order.append((configuration, name))
+        if len(order) > 4:
+            monkeypatch.setattr(gpu_check.Deadline, "expired", lambda self, need=0.0: True)
+        seconds = {"nnUNetTrainer": 1.0, "MHSVMTrainer": 1.1}.get(name, 2.0)
+        return {"s_per_iter": seconds, "peak_mem_mb": 100 * seconds, "skipped_nonfinite_steps": name == "MHSVMTrainer"}
+
+    monkeypatch.setattr(trainers, "measure_in_subprocess", measure)
+    result = gpu_check.trainers(gpu_check.Deadline(60))
+    assert order[:4] == [("3d_fullres", "nnUNetTrainer"), ("3d_fullres", "MHSVMTrainer"), ("2d", "nnUNetTrainer"),
+                         ("2d", "MHSVMTrainer")] and len(order) == 5
+    rows = result["configurations"]["3d_fullres"]["trainers"]
+    assert rows["MHSVMTrainer"]["time_ratio"] == pytest.approx(1.1) and rows["MHSVMTrainer"]["mem_ratio"] == 1.1
+    assert rows["VMUNetTrainer"]["time_ratio"] == pytest.approx(2.0)
+    assert result["configurations"]["2d"]["trainers"]["VMUNetTrainer"] == {"error": "not measured (time box)"}
+    assert result["summary"].startswith("MHSVMTrainer 3d_fullres 1.10x nnUNetTrainer per iteration")
+    assert "non-finite steps skipped: 3d_fullres MHSVMTrainer" in result["summary"]
+    assert _bars({"trainers": {"status": "ok", **result}})["mhsvm_trainer_3d"]["met"] is True
+
+
+def test_models_section_compares_with_swinunetr_where_both_fit(monkeypatch):
+    import medmamba.evaluation.efficiency as efficiency
+
+    def run_sweep(names, sizes, dims, **kwargs):
+        (name,), (edge,) = names, sizes
+        row = {"model": name, "baseline": name == "swinunetr", "size": edge, "params": 1}
+        if dims == 3 and name == "swinunetr":
+            return {"results": [{**row, "error": "CUDA out of memory. Tried to allocate 40.00 GiB"}]}
+        scale = {"swinunetr": 1.0, "vm_unet": 0.1, "mhs_vm_unet": 0.15, "segmamba": 0.3}[name]
+        return {"results": [{**row, "flops": 10.0, "latency_ms": 100 * scale, "peak_memory_mb": 1000 * scale}]}
+
+    monkeypatch.setattr(efficiency, "run_sweep", run_sweep)
+    result = gpu_check.models(gpu_check.Deadline(60))
+    compared = {v["model"]: v for v in result["verdicts"] if v["dims"] == 2}
+    assert compared["segmamba"]["memory_ratio"] == pytest.approx(0.3)
+    assert compared["vm_unet"]["latency_ratio"] == pytest.approx(0.1)
+    assert all("out of memory" in v["note"] for v in result["verdicts"] if v["dims"] == 3)
+    bars = _bars({"models": {"status": "ok", **result}})
+    assert bars["models_memory"]["met"] is False and bars["models_memory"]["value"] == pytest.approx(0.3)
+    assert bars["models_latency"]["met"] is True and "out of memory" in bars["models_latency"]["note"]
+
+
+def test_kernel_speed_section_bookkeeping(monkeypatch):
+    kernels = gpu_check.bench("kernels")
+    monkeypatch.setattr(gpu_check, "COPY_BYTES", 2 ** 20)
+    monkeypatch.setattr(gpu_check, "SPEED_LENGTHS", (64, 16384))
+    monkeypatch.setattr(gpu_check, "SPEED_DIMS", (8,))
+    monkeypatch.setattr(kernels, "_time_ms", lambda fn, device, repeats: 0.5)  # the copy: 2 MiB in 0.5 ms
+    monkeypatch.setattr(kernels, "_fwd_and_fwd_bwd", lambda fn, inputs, device, repeats: (0.001, 0.004))
+    monkeypatch.setattr(gpu_check.bench("cross_scan_bench"), "run", lambda device, quick: {
+        "cases": [{"name": "2d", "dtype": "float32", "speedup_triton_vs_torch": {"scan": 2.0}}]})
+    monkeypatch.setattr(gpu_check, "permutation_cross_scan_speed", lambda device, quick, repeats: {"cases": []})
+    monkeypatch.setattr(gpu_check, "mamba_ssm_scan", lambda: (None, "mamba_ssm not importable (stood in)"))
+    result = gpu_check.kernel_speed(gpu_check.Deadline(60), device="cpu")
+    assert result["copy"]["gb_per_s"] == pytest.approx(2 * 2 ** 20 / 0.5e-3 / 1e9)
+    cases = result["scan"]["cases"]
+    assert [(c["dtype"], c["L"]) for c in cases] == [("bfloat16", 64), ("bfloat16", 16384), ("float32", 64),
+                                                     ("float32", 16384)]
+    long_bf16 = cases[1]
+    expected = kernels._min_bytes(1, 8, 16384, 16, 2)["fwd"] / 0.001e-3 / 1e9 / result["copy"]["gb_per_s"]
+    assert long_bf16["triton_fwd_copy_fraction"] == pytest.approx(expected)
+    assert result["scan"]["mamba_ssm"].startswith("mamba_ssm not importable")
+    assert "of the copy" in result["summary"] and "mamba_ssm not importable" in result["summary"]
+    bars = _bars({"kernel_speed": {"status": "ok", **result}})
+    assert bars["scan_vs_mamba_ssm"]["met"] is None and bars["cross_scan_fused"]["met"] is True
+    assert bars["cross_scan_permutation"]["met"] is None
+
+
+def test_permutation_cross_scan_speed_times_every_pattern(monkeypatch):
+    sets, note = gpu_check.route_sets()
+    if note:
+        assert gpu_check.permutation_cross_scan_speed(torch.device("cpu"), True, 1) == {"note": note, "cases": []}
+        return
+    monkeypatch.setattr(gpu_check.bench("cross_scan_bench"), "_measure",
+                        lambda x, routes, backend, repeats: {"scan": 3.0 if backend == "torch" else 1.5})
+    result = gpu_check.permutation_cross_scan_speed(torch.device("cpu"), True, 1)
+    assert {c["name"] for c in result["cases"]} == {f"mhs_{p}_2d" for p in medmamba.kernels.MHS_PATTERNS}
+    assert {c["dtype"] for c in result["cases"]} == {"float32", "bfloat16"}
+    assert all(c["speedup_triton_vs_torch"] == {"scan": 2.0} and c["routes"] == 4 for c in result["cases"])
