@@ -7,12 +7,15 @@
 - Mixed precision stays on. A step whose loss or gradient norm is not finite is skipped and logged;
   ``max_nonfinite_steps`` in a row stop the run with one line naming the epoch.
 - torch.compile stays off; checkpoints hold only plain Python values and tensors, so they load with
-  ``torch.load(weights_only=True)``, which is how these trainers load them.
+  ``torch.load(weights_only=True)``, which is how these trainers load them. They are written to a temporary name
+  and renamed, so a run killed at any point leaves complete checkpoints for ``--c``.
 - All state lives on the trainer instance: nothing global for DDP to duplicate.
 """
 from __future__ import annotations
 
+import glob
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -127,7 +130,21 @@ class MedMambaTrainer(nnUNetTrainer):
         # nnU-Net logs numpy scalars; plain values keep the checkpoint loadable with weights_only=True.
         self.logger.load_checkpoint(plain(self.logger.get_checkpoint()))
         self._best_ema = plain(self._best_ema)
-        super().save_checkpoint(filename)
+        if self.local_rank != 0 or self.disable_checkpointing:
+            super().save_checkpoint(filename)  # writes nothing (and logs why)
+            return
+        # nnU-Net writes in place: a kill during torch.save would leave a corrupt checkpoint for --c to load.
+        # Written to a temporary name in the same folder and renamed, the checkpoint is the old one or the new one.
+        folder, name = os.path.split(filename)
+        for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.tmp-*")):
+            os.remove(stale)  # left by a run killed while writing
+        tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
+        try:
+            super().save_checkpoint(tmp)
+            os.replace(tmp, filename)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
     def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
         # nnU-Net's own version loads with weights_only=False (and fails when given a dict, as of 2.8.1).

@@ -140,3 +140,9 @@ def trained_mhsvm_results(tmp_path_factory, nnunet_phantom_preprocessed) -> dict
                 "results_folder": str(results), "interrupted": interrupted}
 
     return _build_once(tmp_path_factory, "trained_mhsvm", build)
+
+
+def pytest_configure(config):
+    # Declared here until the project's pytest configuration lists them (adding a marker twice is harmless).
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "nnunet: runs nnU-Net's console commands in subprocesses")

@@ -181,3 +181,86 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(nnunet_phantom_preprocess
     log = next(fold.glob("training_log_*.txt")).read_text()
     assert "step skipped (1 in a row)" in log and "step skipped (2 in a row)" in log
     assert not (fold / "checkpoint_final.pth").exists()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# killed with SIGKILL, then resumed with --c
+
+
+def _train_until_killed(command, env, flag: Path, timeout: float = 600) -> None:
+    """Start ``command``; once it touches ``flag`` (it waits there), kill its process group with SIGKILL."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([str(c) for c in command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not flag.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"training ended (exit {proc.returncode}) before the kill point:\n{proc.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("training did not reach the kill point in time")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    flag.unlink()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _checkpoint(path: Path) -> dict | None:
+    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+
+def assert_checkpoints_complete(fold: Path) -> None:
+    """Every checkpoint --c might load is complete."""
+    for path in sorted(fold.glob("checkpoint_*.pth")):
+        try:
+            _checkpoint(path)
+        except Exception as err:  # noqa: BLE001  (torch raises several types for a truncated file)
+            pytest.fail(f"the kill left a corrupt {path.name}: {type(err).__name__}: {err}")
+
+
+@pytest.mark.nnunet
+def test_killed_training_resumes_with_c(nnunet_phantom_preprocessed, tmp_path):
+    """SIGKILL while writing the first checkpoint, during an epoch, and while writing the final checkpoint: each
+    time ``--c`` resumes from the last complete checkpoint (ours are written to a temporary name and renamed; nnU-Net
+    writes in place, and a half-written checkpoint_latest.pth / checkpoint_final.pth is what --c would load), and the
+    epochs and loss history continue from it. One run per kill point, each resuming the previous one."""
+    data = nnunet_phantom_preprocessed
+    trainer = "MHSVMTrainer_tiny2epochs_killable"  # 2 epochs, a checkpoint after each (tests/nnunet_test_trainers)
+    env = {**data["env"], "nnUNet_results": str(tmp_path / "results"), "MEDMAMBA_TEST_FLAG": str(tmp_path / "flag")}
+    command = ["nnUNetv2_train", data["dataset_id"], "3d_fullres", "0", "-tr", trainer, "-device", "cpu"]
+    fold = tmp_path / "results" / data["dataset_name"] / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+    latest, final = fold / "checkpoint_latest.pth", fold / "checkpoint_final.pth"
+
+    # 1. halfway through writing the first checkpoint_latest (end of epoch 0): no checkpoint to resume from
+    _train_until_killed(command, {**env, "MEDMAMBA_TEST_SLOW_SAVE": "checkpoint_latest.pth"}, tmp_path / "flag")
+    assert_checkpoints_complete(fold)
+    assert list(fold.glob(".checkpoint_latest.pth.tmp-*")) and not latest.exists() and not final.exists()
+
+    # 2. --c starts over (nothing complete to resume), killed during epoch 1: checkpoint_latest holds epoch 0
+    _train_until_killed(command + ["--c"], {**env, "MEDMAMBA_TEST_HOLD_IN_EPOCH": "1"}, tmp_path / "flag")
+    assert_checkpoints_complete(fold)
+    after_epoch_0 = _checkpoint(latest)
+    assert after_epoch_0["current_epoch"] == 1 and len(after_epoch_0["logging"]["train_losses"]) == 1
+    assert not list(fold.glob(".*.tmp-*"))  # the half-written file of kill 1 was removed by the next write
+
+    # 3. --c resumes at epoch 1, killed halfway through writing checkpoint_final: checkpoint_latest still complete
+    _train_until_killed(command + ["--c"], {**env, "MEDMAMBA_TEST_SLOW_SAVE": "checkpoint_final.pth"},
+                        tmp_path / "flag")
+    assert_checkpoints_complete(fold)
+    assert list(fold.glob(".checkpoint_final.pth.tmp-*")) and not final.exists()
+    still = _checkpoint(latest)
+    assert still["current_epoch"] == 1 and still["logging"] == after_epoch_0["logging"]
+
+    # 4. --c resumes at epoch 1 again and completes: epoch 0's history is the one checkpointed in run 2
+    run_command(command + ["--c"], env)
+    done = _checkpoint(final)
+    assert done["current_epoch"] == 2 and len(done["logging"]["train_losses"]) == 2
+    for key in ("train_losses", "epoch_start_timestamps", "val_losses"):
+        assert done["logging"][key][:1] == after_epoch_0["logging"][key], key
+    assert not latest.exists() and not list(fold.glob(".*"))  # no temporary file left
