@@ -177,7 +177,7 @@ def test_predict_matches_nnunetv2_predict(trained, package, reference, tmp_path)
                           text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Predicting" in done.stderr and "2/2" in done.stderr  # progress over the folder's cases
-    assert sorted(p.name for p in out.iterdir()) == ["oblique.nii.gz", "plain.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == [".medmamba-output.json", "oblique.nii.gz", "plain.nii.gz"]
     for case in ("oblique", "plain"):
         ours, theirs = sitk.ReadImage(str(out / f"{case}.nii.gz")), sitk.ReadImage(str(reference / f"{case}.nii.gz"))
         ours_array = sitk.GetArrayFromImage(ours)

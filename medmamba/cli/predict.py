@@ -5,7 +5,8 @@ from __future__ import annotations
 def run(args) -> int:
     from medmamba.export.predict import predict
 
-    written = predict(args.model, args.input, args.output, fmt=args.format, device=args.device, folds=args.folds)
+    written = predict(args.model, args.input, args.output, fmt=args.format, device=args.device, folds=args.folds,
+                      overwrite=args.overwrite)
     for path in written:
         print(path)
     return 0
@@ -24,4 +25,7 @@ def register(subparsers) -> None:
                         help="output format (default: from the output name, else seg.nrrd)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--folds", nargs="+", default=None, help="subset of the package's folds (default: all)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output file, or write into an output folder holding files predict "
+                             "did not write (none of them is deleted)")
     parser.set_defaults(func=run)

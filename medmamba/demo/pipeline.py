@@ -180,8 +180,9 @@ class Demo:
         self.medmamba("export_slicer", "export-slicer", str(self.results_folder(trainer)), "-o", str(model),
                       "--folds", str(self.seg["fold"]))
         first = sorted((self.raw / "imagesTs").iterdir())[0]
+        segmentation = self.out / "slicer" / first.name.replace("_0000.nii.gz", ".seg.nrrd")  # a file beside the zip
         self.medmamba("predict_slicer", "predict", "--model", str(model), "-i", str(first),
-                      "-o", str(self.out / "slicer"), "--format", "seg.nrrd", "--device", self.cfg["device"])
+                      "-o", str(segmentation), "--format", "seg.nrrd", "--device", self.cfg["device"])
 
     def classification(self) -> None:
         cls, run = self.cfg["classification"], self.out / "classification"

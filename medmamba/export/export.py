@@ -10,7 +10,7 @@ from medmamba.errors import MedMambaError
 from medmamba.export.network import build_network, network_spec
 from medmamba.export.package import (FORMAT, FORMAT_VERSION, MANIFEST, channel_entries, fold_member, label_entries,
                                      parse_fold, sha256, state_dict_to_safetensors)
-from medmamba.io_utils import atomic_file
+from medmamba.io_utils import atomic_file, check_output_file
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -64,9 +64,30 @@ def _fold_folders(results: Path, checkpoint: str, folds: list | None) -> list:
     return folds
 
 
+def _json_object(path: Path, data: bytes) -> dict:
+    try:
+        content = json.loads(data.decode("utf-8"))
+    except ValueError as err:
+        raise MedMambaError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(content, dict):
+        raise MedMambaError(f"{path}: expected a JSON object")
+    return content
+
+
 def export_results(results: str | Path, output: str | Path, folds: list | None = None,
-                   checkpoint: str = "checkpoint_final.pth") -> dict:
-    """Write the model package for ``results`` to ``output`` (atomically); return its manifest."""
+                   checkpoint: str = "checkpoint_final.pth", overwrite: bool = False) -> dict:
+    """Write the model package for ``results`` to ``output`` (atomically); every input is checked first.
+
+    Args:
+        results: ``DatasetXXX_Name/Trainer__Plans__Configuration``.
+        output: the package to write (.zip).
+        folds: the folds to include (default: every fold with ``checkpoint``).
+        checkpoint: the checkpoint file name in each fold.
+        overwrite: replace an existing ``output``.
+
+    Returns:
+        The package's manifest.
+    """
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -81,22 +102,31 @@ def export_results(results: str | Path, output: str | Path, folds: list | None =
         if not (results / name).is_file():
             raise MedMambaError(f"{results / name}: missing")
     folds = _fold_folders(results, checkpoint, None if folds is None else [parse_fold(f) for f in folds])
+    check_output_file(output, overwrite)
 
     plans_bytes, dataset_bytes = (results / "plans.json").read_bytes(), (results / "dataset.json").read_bytes()
-    plans, dataset_json = json.loads(plans_bytes), json.loads(dataset_bytes)
-    plans_manager = PlansManager(plans)
-    if configuration not in plans["configurations"]:
+    plans, dataset_json = _json_object(results / "plans.json", plans_bytes), _json_object(results / "dataset.json",
+                                                                                          dataset_bytes)
+    if configuration not in (plans.get("configurations") or {}):
         raise MedMambaError(f"{results / 'plans.json'}: has no configuration {configuration!r}")
-    configuration_manager = plans_manager.get_configuration(configuration)
-    label_manager = plans_manager.get_label_manager(dataset_json)
-    num_inputs = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+    try:
+        plans_manager = PlansManager(plans)
+        configuration_manager = plans_manager.get_configuration(configuration)
+        label_manager = plans_manager.get_label_manager(dataset_json)
+        num_inputs = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+    except (KeyError, TypeError, ValueError, AttributeError, AssertionError, RuntimeError) as err:
+        raise MedMambaError(f"{results}: plans.json and dataset.json do not describe {configuration!r} "
+                            f"({type(err).__name__}: {err})") from None
 
     checkpoints = {}
     for fold in folds:
         path = results / f"fold_{fold}" / checkpoint
         ckpt = load_checkpoint(path)
-        if ckpt.get("trainer_name") != trainer_name or ckpt["init_args"]["configuration"] != configuration:
-            raise MedMambaError(f"{path}: trained with {ckpt.get('trainer_name')}/{ckpt['init_args']['configuration']},"
+        init_args = ckpt.get("init_args") if isinstance(ckpt, dict) else None
+        if not isinstance(init_args, dict) or not isinstance(ckpt.get("network_weights"), dict):
+            raise MedMambaError(f"{path}: not an nnU-Net checkpoint (no network_weights / init_args)")
+        if ckpt.get("trainer_name") != trainer_name or init_args.get("configuration") != configuration:
+            raise MedMambaError(f"{path}: trained with {ckpt.get('trainer_name')}/{init_args.get('configuration')},"
                                 f" not {trainer_name}/{configuration}")
         checkpoints[fold] = ckpt
 

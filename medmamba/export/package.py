@@ -6,10 +6,13 @@ member names, links, unlisted members and checksum mismatches; weights are read 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import stat
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -67,16 +70,103 @@ def label_entries(dataset_json: dict, label_manager) -> list[dict]:
 
 def channel_entries(dataset_json: dict) -> list[dict]:
     channels = dataset_json.get("channel_names", dataset_json.get("modality"))
-    return [{"index": int(k), "name": v} for k, v in sorted(channels.items(), key=lambda kv: int(kv[0]))]
+    try:
+        return [{"index": int(k), "name": str(v)} for k, v in sorted(channels.items(), key=lambda kv: int(kv[0]))]
+    except (AttributeError, TypeError, ValueError):
+        raise MedMambaError("dataset.json: channel_names must map channel indices to names") from None
 
 
-def _check_member_name(zip_path: Path, info: zipfile.ZipInfo) -> None:
-    name = info.filename
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts:
-        raise MedMambaError(f"{zip_path}: unsafe member path {name!r}")
-    if stat.S_ISLNK(info.external_attr >> 16):
-        raise MedMambaError(f"{zip_path}: member {name!r} is a link")
+# What reading a damaged or foreign zip can raise (zipfile, zlib and struct errors, I/O errors, encrypted or
+# unsupported members).
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, struct.error, EOFError, OSError, ValueError,
+               NotImplementedError, RuntimeError)
+
+
+@contextlib.contextmanager
+def _reading(zip_path: Path):
+    """Turn the errors of reading a damaged zip into one line naming it."""
+    try:
+        yield
+    except MedMambaError:
+        raise
+    except _ZIP_ERRORS as err:
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise MedMambaError(f"{zip_path}: not a readable model package ({detail})") from None
+
+
+def _check_members(zip_path: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """Safe member paths, no links, no name twice."""
+    seen = set()
+    for info in infos:
+        name = info.filename
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts:
+            raise MedMambaError(f"{zip_path}: unsafe member path {name!r}")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise MedMambaError(f"{zip_path}: member {name!r} is a link")
+        if name in seen:
+            raise MedMambaError(f"{zip_path}: member {name!r} appears twice")
+        seen.add(name)
+
+
+def _check_integrity(zip_path: Path, zf: zipfile.ZipFile) -> None:
+    """Every member decompresses and matches its CRC-32 (what ``ZipFile.testzip`` checks, naming the member)."""
+    for info in zf.infolist():
+        try:
+            with zf.open(info) as member:
+                while member.read(1 << 22):
+                    pass
+        except _ZIP_ERRORS as err:
+            detail = " ".join(str(err).split())[:200] or type(err).__name__
+            raise MedMambaError(f"{zip_path}: member {info.filename!r} is corrupt ({detail})") from None
+
+
+def _parse_json(zip_path: Path, name: str, data: bytes):
+    try:
+        return json.loads(data.decode("utf-8"))
+    except ValueError as err:
+        raise MedMambaError(f"{zip_path}: member {name!r} is not valid JSON ({err})") from None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _manifest_problem(manifest) -> str | None:
+    """What is wrong with a manifest's structure (None: nothing); the checks the readers rely on."""
+    if not isinstance(manifest, dict):
+        return "is not a JSON object"
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        return f"is not a {FORMAT} v{FORMAT_VERSION} manifest"
+    files, folds = manifest.get("files"), manifest.get("folds")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        return "'files' must map member names to sha256 digests"
+    if not isinstance(folds, list) or not folds or not all(_is_int(f) or f == "all" for f in folds):
+        return "'folds' must be a non-empty list of fold numbers or 'all'"
+    for key in ("trainer", "configuration", "file_ending"):
+        if not isinstance(manifest.get(key), str):
+            return f"{key!r} must be a string"
+    channels, labels, network = manifest.get("channels"), manifest.get("labels"), manifest.get("network")
+    if not isinstance(channels, list) or not channels or not all(
+            isinstance(c, dict) and _is_int(c.get("index")) and isinstance(c.get("name"), str) for c in channels):
+        return "'channels' must be a non-empty list of {index, name}"
+    if not isinstance(labels, list) or not all(
+            isinstance(lab, dict) and isinstance(lab.get("name"), str) and _is_int(lab.get("value"))
+            and lab["value"] >= 0 and isinstance(lab.get("rgb"), list) and len(lab["rgb"]) == 3
+            and all(_is_int(c) and 0 <= c <= 255 for c in lab["rgb"]) for lab in labels):
+        return "'labels' must be a list of {name, value >= 0, rgb: three integers 0-255}"
+    if not isinstance(network, dict) or network.get("builder") not in ("nnunet", "medmamba") or not (
+            isinstance(network.get("name"), str) and isinstance(network.get("arch_init_kwargs"), dict)
+            and isinstance(network.get("arch_init_kwargs_req_import"), list)
+            and _is_int(network.get("num_input_channels")) and _is_int(network.get("num_output_channels"))):
+        return "'network' must give builder (nnunet or medmamba), name, arch_init_kwargs, " \
+               "arch_init_kwargs_req_import, num_input_channels and num_output_channels"
+    if network["num_input_channels"] != len(channels):
+        return f"'network' takes {network['num_input_channels']} input channels, 'channels' lists {len(channels)}"
+    mirroring = manifest.get("inference_allowed_mirroring_axes")
+    if mirroring is not None and not (isinstance(mirroring, list) and all(_is_int(a) for a in mirroring)):
+        return "'inference_allowed_mirroring_axes' must be null or a list of axes"
+    return None
 
 
 @dataclass
@@ -95,29 +185,47 @@ class ModelPackage:
 
 
 def read_manifest(zip_path: str | Path) -> dict:
-    """The manifest only (no checksum verification): for listing a package's labels and channels."""
+    """The manifest, its structure checked (member checksums are not verified): for listing a package's labels
+    and channels.
+
+    Args:
+        zip_path: the model package.
+
+    Returns:
+        The manifest (``medmamba.json``) as a dict.
+    """
     zip_path = Path(zip_path)
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            for info in zf.infolist():
-                _check_member_name(zip_path, info)
-            return json.loads(zf.read(MANIFEST))
-    except (zipfile.BadZipFile, FileNotFoundError, IsADirectoryError) as err:
-        raise MedMambaError(f"{zip_path}: not a readable model package ({err})") from None
-    except KeyError:
-        raise MedMambaError(f"{zip_path}: no {MANIFEST} in the package") from None
+    if not zip_path.is_file():
+        raise MedMambaError(f"{zip_path}: no such model package file")
+    with _reading(zip_path), zipfile.ZipFile(zip_path) as zf:
+        _check_members(zip_path, zf.infolist())
+        if MANIFEST not in zf.namelist():
+            raise MedMambaError(f"{zip_path}: no {MANIFEST} in the package")
+        manifest = _parse_json(zip_path, MANIFEST, zf.read(MANIFEST))
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise MedMambaError(f"{zip_path}: {MANIFEST} {problem}")
+    return manifest
 
 
 def load_package(zip_path: str | Path, folds: list | None = None) -> ModelPackage:
-    """Read and verify a package: safe member names, no links, every member listed and its sha256 matching."""
+    """Read and verify a package: safe member names, no links, every member intact (CRC-32), listed, and its sha256
+    matching; the weights read with safetensors.
+
+    Args:
+        zip_path: the model package.
+        folds: the folds to load (default: all of the package's).
+
+    Returns:
+        The package, weights in memory.
+    """
     from safetensors.torch import load as load_safetensors
 
     zip_path = Path(zip_path)
     manifest = read_manifest(zip_path)
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise MedMambaError(f"{zip_path}: not a {FORMAT} v{FORMAT_VERSION} package")
     listed = manifest["files"]
-    with zipfile.ZipFile(zip_path) as zf:
+    with _reading(zip_path), zipfile.ZipFile(zip_path) as zf:
+        _check_integrity(zip_path, zf)
         members = {i.filename for i in zf.infolist() if not i.is_dir()}
         unlisted = sorted(members - set(listed) - {MANIFEST})
         if unlisted:
@@ -134,14 +242,21 @@ def load_package(zip_path: str | Path, folds: list | None = None) -> ModelPackag
             data[name] = zf.read(name)
             if sha256(data[name]) != listed[name]:
                 raise MedMambaError(f"{zip_path}: checksum mismatch for {name}")
+    plans, dataset_json = (_parse_json(zip_path, name, data[name]) for name in ("plans.json", "dataset.json"))
+    if not isinstance(plans, dict) or not isinstance(dataset_json, dict):
+        raise MedMambaError(f"{zip_path}: plans.json and dataset.json must be JSON objects")
     weights = {}
     for fold in wanted:
-        blob = data[fold_member(fold)]
-        state = load_safetensors(blob)
-        for alias, stored in _aliases(blob).items():
-            state[alias] = state[stored]
+        member = fold_member(fold)
+        try:
+            state = load_safetensors(data[member])
+            for alias, stored in _aliases(data[member]).items():
+                state[alias] = state[stored]
+        except Exception as err:  # noqa: BLE001  (safetensors raises its own error types for a damaged file)
+            detail = " ".join(str(err).split())[:200] or type(err).__name__
+            raise MedMambaError(f"{zip_path}: {member} is not a readable safetensors file ({detail})") from None
         weights[fold] = state
-    return ModelPackage(zip_path, manifest, json.loads(data["plans.json"]), json.loads(data["dataset.json"]), weights)
+    return ModelPackage(zip_path, manifest, plans, dataset_json, weights)
 
 
 def _aliases(blob: bytes) -> dict:
