@@ -110,9 +110,9 @@ def _distances(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], tole
 
 def label_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], tolerance: float) -> dict[str, Any]:
     """All metrics of one boolean prediction mask against one boolean reference mask (see the module docstring)."""
-    tp = int(np.count_nonzero(pred & ref))
-    fp = int(np.count_nonzero(pred & ~ref))
-    fn = int(np.count_nonzero(~pred & ref))
+    from nnunetv2.evaluation.evaluate_predictions import compute_tp_fp_fn_tn
+
+    tp, fp, fn = (int(v) for v in compute_tp_fp_fn_tn(ref, pred)[:3])
     n_ref, n_pred = tp + fn, tp + fp
     union = tp + fp + fn
     out: dict[str, Any] = {
