@@ -922,12 +922,13 @@ def plot(result: dict, path: Path) -> None:
         _bar_chart(ax, names, {c: [r["trainers"].get(n, {}).get(key) for n in names]
                                for c, r in configurations.items()}, limit, "x nnUNetTrainer", f"trainers: {title}")
     verdicts = [v for v in ok.get("models", {}).get("verdicts", []) if v.get("memory_ratio") is not None]
+    limits = [ok["models"]["goal"][key] for key in ("memory_ratio_max", "latency_ratio_max")] if verdicts else []
     _bar_chart(model_ax, [f"{v['model']} {v['dims']}d" for v in verdicts],
                {key: [v[key] for v in verdicts] for key in ("memory_ratio", "latency_ratio")}, None,
-               "x SwinUNETR", "inference vs SwinUNETR (bars 0.2 memory, 0.5 latency)")
-    if verdicts:
-        for limit in (0.2, 0.5):
-            model_ax.axhline(limit, color="k", ls="--", lw=1)
+               "x SwinUNETR", "inference vs SwinUNETR" + (" (bars {:g} memory, {:g} latency)".format(*limits)
+                                                          if limits else ""))
+    for limit in limits:
+        model_ax.axhline(limit, color="k", ls="--", lw=1)
     fig.suptitle(f"gpu-check on {result.get('gpu', '?')} ({result.get('commit') or 'no commit'})", fontsize=10)
     fig.tight_layout()
     with atomic_file(path, suffix=".png") as tmp:
