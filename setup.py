@@ -84,6 +84,7 @@ setup(
     install_requires=[
         "torch>=2.4",
         "triton>=3.0; platform_system == 'Linux'",
+        "numba>=0.60",
         "nnunetv2>=2.8",
         "monai>=1.4",
         "SimpleITK>=2.3",

@@ -2,10 +2,10 @@
 
 FLOPs
     ``torch.utils.flop_counter.FlopCounterMode`` counts matmuls, convolutions and attention, one multiply-add
-    as **2** FLOPs (papers that use fvcore/thop report multiply-adds, about half our number). It cannot see
-    inside ``medmamba.kernels.selective_scan`` (a Triton kernel on CUDA; elementwise torch ops on CPU, which the
-    counter ignores), so :func:`count_selective_scan` replaces every reference to that function while profiling
-    and adds, per call with ``u`` of shape (b, d, L) and ``A`` of shape (d, N)::
+    as **2** FLOPs (papers that use fvcore/thop report multiply-adds, about half our number), and selective scans:
+    every scan is the torch operator ``medmamba::selective_scan``, whose FLOP formula
+    (`medmamba.kernels.selective_scan.selective_scan_flops`) is registered with the counter. Per call with ``u``
+    of shape (b, d, L) and ``A`` of shape (d, N)::
 
         8 * b*d*N*L      per state element and step: delta*A (1), exp (1), delta*B*u (2),
                          h = dA*h + dBu (2), y += h*C (2)
@@ -14,10 +14,8 @@ FLOPs
       + 2 * b*d*L        if z is given: y *= silu(z) (silu 1, multiply 1)
 
     (mamba_ssm and VMamba count ``9*b*d*N*L`` multiply-adds-or-ops for the same recurrence; the formula above
-    counts every operation once, exp as one.) FLOPs the counter sees inside a scan call (e.g. an ``einsum`` in
-    a torch fallback) are subtracted so nothing is counted twice. Only references to the function held as a
-    module global (``from medmamba.kernels import selective_scan``) or as ``medmamba.kernels.selective_scan``
-    are replaced; ``scan_calls`` in the result shows how many calls were seen.
+    counts every operation once, exp as one.) The counter sees the operator, not the ops inside it, so a backend
+    that calls matmuls is not counted twice. ``scan_calls`` in the result shows how many scans ran.
 
 Latency
     Median wall time of ``repeats`` forward passes under ``torch.inference_mode`` after ``warmup`` passes, with
@@ -39,13 +37,15 @@ import contextlib
 import os
 import platform
 import statistics
-import sys
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
+
+import medmamba.kernels.selective_scan  # noqa: F401  (registers the scan operator and its FLOP formula)
 
 
 def machine_description(device: str = "cpu") -> str:
@@ -60,56 +60,16 @@ def machine_description(device: str = "cpu") -> str:
     return f"{model} ({platform.machine()}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()})"
 
 
-def selective_scan_flops(u: torch.Tensor, A: torch.Tensor, D=None, z=None, delta_bias=None,
-                         delta_softplus: bool = False) -> int:
-    """FLOPs of one ``selective_scan`` call (see the module docstring for the derivation)."""
-    b, d, length = u.shape
-    n = A.shape[-1]
-    per_channel_step = (2 if D is not None else 0) + (2 if (delta_bias is not None or delta_softplus) else 0) + (
-        2 if z is not None else 0
-    )
-    return 8 * b * d * n * length + per_channel_step * b * d * length
+class _OpCalls(TorchDispatchMode):
+    """Counts the calls of one operator (any overload) while active."""
 
+    def __init__(self, packet):
+        super().__init__()
+        self.packet, self.calls = packet, 0
 
-class _ScanCounter:
-    def __init__(self, flop_counter: FlopCounterMode | None):
-        self.flop_counter = flop_counter
-        self.calls = 0
-        self.flops = 0
-        self.counted_inside = 0  # FLOPs the torch counter saw inside scan calls (subtracted later)
-
-
-@contextlib.contextmanager
-def count_selective_scan(flop_counter: FlopCounterMode | None = None) -> Iterator[_ScanCounter]:
-    """Replace every module-level reference to ``medmamba.kernels.selective_scan`` by a counting wrapper."""
-    import medmamba.kernels
-
-    original = medmamba.kernels.selective_scan
-    counter = _ScanCounter(flop_counter)
-
-    def counting_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, **kwargs):
-        before = counter.flop_counter.get_total_flops() if counter.flop_counter is not None else 0
-        out = original(u, delta, A, B, C, D, z, delta_bias=delta_bias, delta_softplus=delta_softplus, **kwargs)
-        if counter.flop_counter is not None:
-            counter.counted_inside += counter.flop_counter.get_total_flops() - before
-        counter.calls += 1
-        counter.flops += selective_scan_flops(u, A, D, z, delta_bias, delta_softplus)
-        return out
-
-    patched: list[tuple[dict, str]] = []
-    for module in list(sys.modules.values()):
-        namespace = getattr(module, "__dict__", None)
-        if not isinstance(namespace, dict):
-            continue
-        for name, value in list(namespace.items()):
-            if value is original:
-                namespace[name] = counting_scan
-                patched.append((namespace, name))
-    try:
-        yield counter
-    finally:
-        for namespace, name in patched:
-            namespace[name] = original
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += func.overloadpacket == self.packet
+        return func(*args, **(kwargs or {}))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -118,11 +78,12 @@ def count_parameters(model: nn.Module) -> int:
 
 def count_flops(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     """FLOPs of one forward pass: ``flops`` (total), ``flops_scan`` (selective scans), ``scan_calls``."""
+    scan_op = torch.ops.medmamba.selective_scan
     flop_counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), count_selective_scan(flop_counter) as scans, flop_counter:
+    with torch.inference_mode(), flop_counter, _OpCalls(scan_op) as scans:
         model(x)
-    counted = flop_counter.get_total_flops() - scans.counted_inside
-    return {"flops": int(counted + scans.flops), "flops_scan": int(scans.flops), "scan_calls": scans.calls}
+    flops_scan = flop_counter.get_flop_counts().get("Global", {}).get(scan_op, 0)
+    return {"flops": int(flop_counter.get_total_flops()), "flops_scan": int(flops_scan), "scan_calls": scans.calls}
 
 
 def _sync(device: torch.device) -> None:

@@ -1,12 +1,24 @@
-"""Public selective scan: argument validation and backend dispatch (mamba_ssm `selective_scan_fn` semantics)."""
+"""Public selective scan: argument validation, backend choice, and the ``medmamba::selective_scan`` operator.
+
+Every call goes through the torch operator ``torch.ops.medmamba.selective_scan`` (``torch.library.custom_op``): one
+opaque node for ``torch.compile`` and ``torch.export``, with a fake implementation for shapes, autograd through
+``torch.ops.medmamba.selective_scan_backward``, and a FLOP formula for ``FlopCounterMode``. The operator returns
+(out, last state, saved): ``saved`` is what the backend keeps for backward (empty without gradients).
+"""
+from __future__ import annotations
+
 import os
+from importlib import import_module
+from typing import Optional
 
 import torch
-
-from medmamba.kernels.selective_scan_torch import selective_scan_torch
+from torch import Tensor
+from torch.utils.flop_counter import register_flop_formula
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-BACKENDS = ("auto", "torch", "triton")
+BACKENDS = ("auto", "torch", "numba", "triton")
+_MODULES = {name: f"medmamba.kernels.selective_scan_{name}" for name in BACKENDS[1:]}
+_numba_problem: list[str | None] = []  # filled on first use: None when the numba backend imports
 
 
 def triton_available() -> bool:
@@ -15,6 +27,22 @@ def triton_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def numba_unavailable_reason() -> str | None:
+    """None when the numba backend imports, else why it does not (``auto`` then uses torch on the CPU)."""
+    if not _numba_problem:
+        try:
+            import_module(_MODULES["numba"])
+            _numba_problem.append(None)
+        except Exception as err:  # ImportError, or numba/llvmlite failing to load on this platform
+            _numba_problem.append(f"{type(err).__name__}: {err}")
+    return _numba_problem[0]
+
+
+@torch.compiler.assume_constant_result
+def _cpu_backend() -> str:
+    return "numba" if numba_unavailable_reason() is None else "torch"
 
 
 def _check(name, t, expected_shape, device, shape_text):
@@ -76,25 +104,127 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
                    return_last_state=False, backend="auto"):
     """Selective scan with mamba_ssm `selective_scan_fn` semantics.
 
-    u, delta, z: (batch, dim, L); A: (dim, N) real; B, C: (batch, G, N, L) (channel d uses group d // (dim // G))
-    or (batch, N, L) for G = 1; D, delta_bias: (dim,).
     delta' = softplus(delta + delta_bias) if delta_softplus else delta + delta_bias;
     h_t = exp(delta'_t A) h_{t-1} + delta'_t B_t u_t;  y_t = <C_t, h_t> + D u_t;  out = y * silu(z) if z is given.
-    Returns out (batch, dim, L) in u's dtype and, with return_last_state, also h_L (batch, dim, N) in float32
-    (float64 for float64 u). State and sums are float32 for fp16/bf16/fp32 inputs.
-    backend: "torch" (chunked PyTorch, any device), "triton" (CUDA, or CPU under TRITON_INTERPRET=1),
-    "auto" (triton for CUDA tensors when triton imports, torch otherwise).
+    State and sums are float32 for fp16/bf16/fp32 inputs, float64 for float64 inputs.
+
+    Args:
+        u, delta: (batch, dim, L).
+        A: (dim, N) real.
+        B, C: (batch, G, N, L), channel d using group d // (dim // G); or (batch, N, L) for G = 1.
+        D, delta_bias: optional (dim,).
+        z: optional (batch, dim, L) gate.
+        delta_softplus: apply softplus to delta + delta_bias.
+        return_last_state: also return h_L.
+        backend: "numba" (fused CPU kernels), "torch" (chunked PyTorch, any device), "triton" (CUDA, or CPU under
+            TRITON_INTERPRET=1), or "auto": triton for CUDA tensors when triton imports, numba on the CPU when it
+            imports (`numba_unavailable_reason`), torch otherwise.
+
+    Returns:
+        out (batch, dim, L) in u's dtype and, with return_last_state, also h_L (batch, dim, N) in float32
+        (float64 for float64 u).
     """
     if backend not in BACKENDS:
         raise ValueError(f"selective_scan: backend={backend!r}; expected one of {BACKENDS}")
     B, C = _validate(u, delta, A, B, C, D, z, delta_bias)
     if backend == "auto":
-        backend = "triton" if u.is_cuda and triton_available() else "torch"
-    if backend == "triton":
-        if not (u.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
-            raise ValueError(f"selective_scan: backend='triton' needs CUDA tensors (u is on {u.device}, shape "
-                             f"{tuple(u.shape)}) or TRITON_INTERPRET=1")
-        from medmamba.kernels.selective_scan_triton import selective_scan_triton
+        backend = "triton" if u.is_cuda and triton_available() else _cpu_backend() if u.device.type == "cpu" \
+            else "torch"
+    if backend == "triton" and not (u.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+        raise ValueError(f"selective_scan: backend='triton' needs CUDA tensors (u is on {u.device}, shape "
+                         f"{tuple(u.shape)}) or TRITON_INTERPRET=1")
+    if backend == "numba" and u.device.type not in ("cpu", "meta"):
+        raise ValueError(f"selective_scan: backend='numba' needs CPU tensors (u is on {u.device}, shape "
+                         f"{tuple(u.shape)})")
+    if backend == "numba" and numba_unavailable_reason() is not None:
+        raise ValueError(f"selective_scan: backend='numba' is unavailable ({numba_unavailable_reason()})")
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                           for t in (u, delta, A, B, C, D, z, delta_bias))
+    out, last, _ = torch.ops.medmamba.selective_scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
+                                                     backend, save)
+    return (out, last) if return_last_state else out
 
-        return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+def _backend(name: str):
+    return import_module(_MODULES[name])
+
+
+@torch.library.custom_op("medmamba::selective_scan", mutates_args=())
+def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                       z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool, backend: str,
+                       save_for_backward: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(out, last state, saved for backward) of validated inputs (B, C (batch, G, N, L)) on a named backend."""
+    return getattr(_backend(backend), f"selective_scan_{backend}_fwd")(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_for_backward)
+
+
+def saved_shape(backend: str, batch: int, dim: int, L: int, N: int, G: int) -> tuple[int, ...]:
+    """Shape of what ``backend`` keeps for backward."""
+    if backend == "torch":
+        return _backend("torch").states_shape(batch, dim, L, N, G)
+    return _backend(backend).checkpoint_shape(batch, dim, L, N)
+
+
+@_selective_scan_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, save_for_backward):
+    batch, dim, L = u.shape
+    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    saved = saved_shape(backend, batch, dim, L, A.shape[1], B.shape[1]) if save_for_backward else (0,)
+    return u.new_empty(u.shape), u.new_empty(batch, dim, A.shape[1], dtype=compute), u.new_empty(saved, dtype=compute)
+
+
+@torch.library.custom_op("medmamba::selective_scan_backward", mutates_args=())
+def _selective_scan_backward_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                                z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool, backend: str,
+                                saved: Tensor, dout: Optional[Tensor], dlast: Optional[Tensor]) -> list[Tensor]:
+    """Gradients of (u, delta, A, B, C, D, z, delta_bias); an empty tensor stands for an absent input's."""
+    grads = getattr(_backend(backend), f"selective_scan_{backend}_bwd")(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, saved, dout, dlast)
+    return [g if g is not None else u.new_empty(0) for g in grads]
+
+
+@_selective_scan_backward_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, saved, dout, dlast):
+    return [torch.empty_like(t) if t is not None else u.new_empty(0) for t in (u, delta, A, B, C, D, z, delta_bias)]
+
+
+def _setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, _ = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
+    ctx.delta_softplus, ctx.backend = delta_softplus, backend
+
+
+def _backward(ctx, dout, dlast, _):
+    u, delta, A, B, C, D, z, delta_bias, saved = ctx.saved_tensors
+    grads = torch.ops.medmamba.selective_scan_backward(u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus,
+                                                       ctx.backend, saved, dout, dlast)
+    grads = [g if t is not None else None for g, t in zip(grads, (u, delta, A, B, C, D, z, delta_bias))]
+    return (*grads, None, None, None)
+
+
+_selective_scan_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def selective_scan_flops(u_shape, A_shape, has_D: bool = False, has_z: bool = False, has_delta_bias: bool = False,
+                         delta_softplus: bool = False) -> int:
+    """FLOPs of one selective scan, u (b, d, L) and A (d, N), counting every operation once (exp as one)::
+
+        8 * b*d*N*L      per state element and step: delta*A (1), exp (1), delta*B*u (2),
+                         h = dA*h + dBu (2), y += h*C (2)
+      + 2 * b*d*L        if D is given: y += D*u
+      + 2 * b*d*L        if delta_bias / delta_softplus: add bias (1), softplus (1)
+      + 2 * b*d*L        if z is given: y *= silu(z) (silu 1, multiply 1)
+
+    (mamba_ssm and VMamba count ``9*b*d*N*L`` for the same recurrence.)
+    """
+    b, d, length = u_shape
+    n = A_shape[-1]
+    per_channel_step = 2 * (int(has_D) + int(has_delta_bias or delta_softplus) + int(has_z))
+    return 8 * b * d * n * length + per_channel_step * b * d * length
+
+
+@register_flop_formula(torch.ops.medmamba.selective_scan)
+def _selective_scan_flop(u_shape, delta_shape, A_shape, B_shape, C_shape, D_shape, z_shape, delta_bias_shape,
+                         delta_softplus, *args, **kwargs) -> int:
+    return selective_scan_flops(u_shape, A_shape, D_shape is not None, z_shape is not None,
+                                delta_bias_shape is not None, delta_softplus)

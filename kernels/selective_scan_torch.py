@@ -47,6 +47,7 @@ def _block_elements() -> int:
 
 
 BLOCK_ELEMENTS = _block_elements()
+CHUNK_SIZE: int | None = None  # steps per chunk; None: the layout's choice (tests set small values)
 
 
 class _Layout:
@@ -178,93 +179,143 @@ def _scan_(decay: torch.Tensor, states: torch.Tensor, chunk_decay: torch.Tensor,
     return h_out
 
 
-class _SelectiveScan(torch.autograd.Function):
-    """y_t = <C_t, h_t>, h_t = exp(dt_t A) h_{t-1} + x_t B_t (x = dt u) on (b, G, dg, L) inputs; also returns h_L.
-
-    With keep_states the states of every step are kept for backward (the only (b, dim, N, L)-sized memory kept);
-    without, each block's states live in a reused buffer.
-    """
-
-    @staticmethod
-    def forward(ctx, dt, x, A_t, B, C, chunk_size, block_elements, keep_states):
-        # dt, x: (b, G, dg, L); A_t: (G, N, dg); B, C: (b, G, N, L)
-        b, G, dg, L = dt.shape
-        N = A_t.shape[1]
-        layout = _Layout(L, b * G * dg * N, chunk_size, block_elements)
-        T = layout.T
-        # rows saved for backward, or in reused buffers; dt has a zero row past the end, so dt_r[1:] is dt_{t+1}
-        dt_r, x_r, B_r, C_r = (layout.to_rows(t, extra, None if keep_states else name)
-                               for t, extra, name in ((dt, 1, "dt"), (x, 0, "x"), (B, 0, "B"), (C, 0, "C")))
-        floor = _can_underflow(dt, A_t)
-        y_r = _buffer(x_r.shape, x_r, "y")
-        all_states = torch.empty(layout.rows, b, G, N, dg, dtype=x.dtype, device=x.device) if keep_states else None
-        h = None
-        for rows in layout.blocks:
-            dt_b = dt_r[rows]
-            drive = (x_r[rows, ..., None, :], B_r[rows, ..., None])
-            states = torch.mul(*drive, out=all_states[rows]) if keep_states else _product(*drive, slot="states")
-            h = _scan_(_decays(dt_b, A_t, "decay", floor), states, _chunk_decays(dt_b, A_t, T), h, T, reverse=False)
-            torch.matmul(C_r[rows, ..., None, :], states, out=y_r[rows, ..., None, :])
-        ctx.layout, ctx.floor = layout, floor
-        if keep_states:
-            ctx.save_for_backward(A_t, dt_r, x_r, B_r, C_r, all_states)
-        return layout.from_rows(y_r), h
-
-    @staticmethod
-    def backward(ctx, grad_y, grad_h_last):
-        A_t, dt_r, x_r, B_r, C_r, all_states = ctx.saved_tensors
-        layout, floor, T = ctx.layout, ctx.floor, ctx.layout.T
-        gy_r = layout.to_rows(grad_y.to(x_r.dtype))
-        grads = {name: torch.empty_like(t) for name, t in (("x", x_r), ("B", B_r), ("C", C_r))}
-        grads["dt"] = torch.empty_like(x_r)
-        grad_A = torch.zeros_like(A_t)
-        # adjoint state: g_t = C_t gy_t + exp(dt_{t+1} A) g_{t+1}, entering from the end with grad_h_last
-        g = grad_h_last.to(x_r.dtype)
-        for rows in reversed(layout.blocks):
-            dt_next = dt_r[rows.start + 1:rows.stop + 1]
-            decay_next = _decays(dt_next, A_t, "decay", floor)
-            adjoint = _product(C_r[rows, ..., None], gy_r[rows, ..., None, :], "adjoint")
-            g = _scan_(decay_next, adjoint, _chunk_decays(dt_next, A_t, T), g, T, reverse=True)
-            states = all_states[rows]
-            torch.matmul(states, gy_r[rows, ..., None], out=grads["C"][rows, ..., None])
-            torch.matmul(B_r[rows, ..., None, :], adjoint, out=grads["x"][rows, ..., None, :])
-            torch.matmul(adjoint, x_r[rows, ..., None], out=grads["B"][rows, ..., None])
-            # the decay's gradient, adjoint_t * exp(dt_t A) * h_{t-1}: both factors are the previous row of
-            # decay_next and of the states; at the block's first row, exp(dt A) afresh and the previous block's state
-            decay_grad = adjoint
-            decay_grad[1:].mul_(decay_next[:-1]).mul_(states[:-1])
-            if rows.start == 0:
-                decay_grad[0] = 0  # h_{-1} = 0
-            else:
-                decay_grad[0].mul_(_decays(dt_r[rows.start], A_t)).mul_(all_states[rows.start - 1])
-            torch.sum(torch.mul(decay_grad, A_t, out=decay_next), -2, out=grads["dt"][rows])
-            grad_A += decay_grad.mul_(dt_r[rows, ..., None, :]).sum((0, 1))
-        return (*(layout.from_rows(grads[name]) for name in ("dt", "x")), grad_A, layout.from_rows(grads["B"]),
-                layout.from_rows(grads["C"]), None, None, None)
+def _scan_forward(dt, x, A_t, B, C, keep_states):
+    """y_t = <C_t, h_t>, h_t = exp(dt_t A) h_{t-1} + x_t B_t on (b, G, dg, L) inputs (x = dt u; A_t (G, N, dg);
+    B, C (b, G, N, L)). Returns y (b, G, dg, L), h_L (b, G, N, dg) and, with keep_states, every step's state in
+    rows (the only (b, dim, N, L)-sized memory kept for backward; empty without); without, each block's states live
+    in a reused buffer."""
+    b, G, dg, L = dt.shape
+    N = A_t.shape[1]
+    layout = _Layout(L, b * G * dg * N, CHUNK_SIZE, BLOCK_ELEMENTS)
+    T = layout.T
+    dt_r, x_r, B_r, C_r = (layout.to_rows(t, 0, None if keep_states else name)
+                           for t, name in ((dt, "dt"), (x, "x"), (B, "B"), (C, "C")))
+    floor = _can_underflow(dt, A_t)
+    y_r = _buffer(x_r.shape, x_r, "y")
+    all_states = (torch.empty(layout.rows, b, G, N, dg, dtype=x.dtype, device=x.device) if keep_states
+                  else x.new_empty(0))
+    h = None
+    for rows in layout.blocks:
+        dt_b = dt_r[rows]
+        drive = (x_r[rows, ..., None, :], B_r[rows, ..., None])
+        states = torch.mul(*drive, out=all_states[rows]) if keep_states else _product(*drive, slot="states")
+        h = _scan_(_decays(dt_b, A_t, "decay", floor), states, _chunk_decays(dt_b, A_t, T), h, T, reverse=False)
+        torch.matmul(C_r[rows, ..., None, :], states, out=y_r[rows, ..., None, :])
+    return layout.from_rows(y_r), h, all_states
 
 
-def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                         return_last_state=False, chunk_size=None, block_elements=BLOCK_ELEMENTS):
-    """mamba_ssm `selective_scan_fn` semantics; B, C must be 4-D (batch, G, N, L). fp32 math (fp64 for fp64 u).
-    chunk_size and block_elements override the layout's choices (tests use them to cross many boundaries)."""
+def _scan_backward(dt, x, A_t, B, C, all_states, grad_y, grad_h_last):
+    """Gradients of (dt, x, A_t, B, C) of _scan_forward from its kept states; grad_y (b, G, dg, L) and
+    grad_h_last (b, G, N, dg)."""
+    b, G, dg, L = dt.shape
+    layout = _Layout(L, b * G * dg * A_t.shape[1], CHUNK_SIZE, BLOCK_ELEMENTS)
+    T = layout.T
+    # dt has a zero row past the end, so dt_r[1:] is dt_{t+1}
+    dt_r, x_r, B_r, C_r = (layout.to_rows(t, extra) for t, extra in ((dt, 1), (x, 0), (B, 0), (C, 0)))
+    floor = _can_underflow(dt, A_t)
+    gy_r = layout.to_rows(grad_y)
+    grads = {name: torch.empty_like(t) for name, t in (("x", x_r), ("B", B_r), ("C", C_r))}
+    grads["dt"] = torch.empty_like(x_r)
+    grad_A = torch.zeros_like(A_t)
+    # adjoint state: g_t = C_t gy_t + exp(dt_{t+1} A) g_{t+1}, entering from the end with grad_h_last
+    g = grad_h_last
+    for rows in reversed(layout.blocks):
+        dt_next = dt_r[rows.start + 1:rows.stop + 1]
+        decay_next = _decays(dt_next, A_t, "decay", floor)
+        adjoint = _product(C_r[rows, ..., None], gy_r[rows, ..., None, :], "adjoint")
+        g = _scan_(decay_next, adjoint, _chunk_decays(dt_next, A_t, T), g, T, reverse=True)
+        states = all_states[rows]
+        torch.matmul(states, gy_r[rows, ..., None], out=grads["C"][rows, ..., None])
+        torch.matmul(B_r[rows, ..., None, :], adjoint, out=grads["x"][rows, ..., None, :])
+        torch.matmul(adjoint, x_r[rows, ..., None], out=grads["B"][rows, ..., None])
+        # the decay's gradient, adjoint_t * exp(dt_t A) * h_{t-1}: both factors are the previous row of
+        # decay_next and of the states; at the block's first row, exp(dt A) afresh and the previous block's state
+        decay_grad = adjoint
+        decay_grad[1:].mul_(decay_next[:-1]).mul_(states[:-1])
+        if rows.start == 0:
+            decay_grad[0] = 0  # h_{-1} = 0
+        else:
+            decay_grad[0].mul_(_decays(dt_r[rows.start], A_t)).mul_(all_states[rows.start - 1])
+        torch.sum(torch.mul(decay_grad, A_t, out=decay_next), -2, out=grads["dt"][rows])
+        grad_A += decay_grad.mul_(dt_r[rows, ..., None, :]).sum((0, 1))
+    return (*(layout.from_rows(grads[name]) for name in ("dt", "x")), grad_A, layout.from_rows(grads["B"]),
+            layout.from_rows(grads["C"]))
+
+
+def states_shape(batch: int, dim: int, L: int, N: int, G: int) -> tuple[int, ...]:
+    """Shape of the states ``selective_scan_torch_fwd`` keeps for backward: (rows, batch, G, N, dim // G)."""
+    return _Layout(L, batch * dim * N, CHUNK_SIZE, BLOCK_ELEMENTS).rows, batch, G, N, dim // G
+
+
+def _scan_inputs(u, delta, A, B, C, delta_bias, delta_softplus):
+    """The compute dtype (float64 for float64 u, else float32) and, in it: u, delta + delta_bias, dt, and the
+    scan's grouped inputs dt, x = dt u (b, G, dg, L), A_t (G, N, dg), B, C."""
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
     b, d, L = u.shape
     G, N = B.shape[1], B.shape[2]
-    dg = d // G
     u_f = u.to(compute)
-    dt = delta.to(compute)
+    raw = delta.to(compute)
     if delta_bias is not None:
-        dt = dt + delta_bias.to(compute)[:, None]
-    if delta_softplus:
-        dt = F.softplus(dt)
-    A_t = A.to(compute).view(G, dg, N).transpose(1, 2).contiguous()
-    args = (dt.view(b, G, dg, L), (dt * u_f).view(b, G, dg, L), A_t, B.to(compute), C.to(compute))
-    keep_states = torch.is_grad_enabled() and any(t.requires_grad for t in args)
-    y, h_last = _SelectiveScan.apply(*args, chunk_size, block_elements, keep_states)
+        raw = raw + delta_bias.to(compute)[:, None]
+    dt = F.softplus(raw) if delta_softplus else raw
+    A_t = A.to(compute).view(G, d // G, N).transpose(1, 2).contiguous()
+    grouped = (dt.view(b, G, d // G, L), (dt * u_f).view(b, G, d // G, L), A_t, B.to(compute), C.to(compute))
+    return compute, u_f, raw, dt, grouped
+
+
+def selective_scan_torch_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                             save_for_backward=False):
+    """Forward pass (mamba_ssm `selective_scan_fn` semantics); B, C (batch, G, N, L). fp32 math (fp64 for fp64 u).
+
+    Returns:
+        out (batch, dim, L) in u's dtype, the last state (batch, dim, N) in the compute dtype, and the states kept
+        for ``selective_scan_torch_bwd`` (``states_shape``; empty without save_for_backward).
+    """
+    compute, u_f, _, _, grouped = _scan_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
+    b, d, L = u.shape
+    y, h_last, states = _scan_forward(*grouped, save_for_backward)
     y = y.reshape(b, d, L)
     if D is not None:
         y = y + D.to(compute)[:, None] * u_f
     if z is not None:
         y = y * F.silu(z.to(compute))
-    out = y.to(u.dtype)
-    return (out, h_last.transpose(-1, -2).reshape(b, d, N)) if return_last_state else out
+    return y.to(u.dtype), h_last.transpose(-1, -2).reshape(b, d, -1), states
+
+
+def selective_scan_torch_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, states, dout, dlast):
+    """Backward pass from ``selective_scan_torch_fwd``'s states; dout, dlast may be None (zero).
+
+    Returns:
+        the gradients of (u, delta, A, B, C, D, z, delta_bias), each in its input's dtype, None for absent inputs.
+    """
+    compute, u_f, raw, dt, grouped = _scan_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
+    b, d, L = u.shape
+    G, N = B.shape[1], B.shape[2]
+    dout = torch.zeros_like(u_f) if dout is None else dout.to(compute)
+    grad_z = None
+    if z is not None:  # out = (y + D u) silu(z)
+        z_f = z.to(compute)
+        sig = torch.sigmoid(z_f)
+        C_r = _Layout(L, b * d * N, CHUNK_SIZE, BLOCK_ELEMENTS).to_rows(grouped[4])
+        y = torch.matmul(C_r[:L, ..., None, :], states[:L]).squeeze(-2).permute(1, 2, 3, 0).reshape(b, d, L)
+        if D is not None:
+            y = y + D.to(compute)[:, None] * u_f
+        grad_z = (dout * y * sig * (1 + z_f * (1 - sig))).to(z.dtype)
+        dout = dout * z_f * sig
+    grad_h_last = (torch.zeros(b, G, N, d // G, dtype=compute) if dlast is None
+                   else dlast.to(compute).view(b, G, d // G, N).transpose(-1, -2))
+    grad_dt, grad_x, grad_A_t, grad_B, grad_C = _scan_backward(*grouped, states, dout.view(b, G, d // G, L),
+                                                               grad_h_last)
+    grad_x = grad_x.reshape(b, d, L)
+    grad_u = grad_x * dt
+    grad_D = None
+    if D is not None:
+        grad_u = grad_u + dout * D.to(compute)[:, None]
+        grad_D = (dout * u_f).sum((0, 2)).to(D.dtype)
+    grad_delta = grad_dt.reshape(b, d, L) + grad_x * u_f
+    if delta_softplus:
+        grad_delta = grad_delta * torch.sigmoid(raw)
+    grad_A = grad_A_t.transpose(1, 2).reshape(d, N)
+    return (grad_u.to(u.dtype), grad_delta.to(delta.dtype), grad_A.to(A.dtype), grad_B.to(B.dtype),
+            grad_C.to(C.dtype), grad_D, grad_z,
+            grad_delta.sum((0, 2)).to(delta_bias.dtype) if delta_bias is not None else None)

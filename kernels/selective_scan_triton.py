@@ -1,4 +1,4 @@
-"""Triton selective scan: forward and backward kernels behind one autograd Function.
+"""Triton selective scan: forward and backward kernels (their autograd is the ``medmamba::selective_scan`` op's).
 
 Each program owns BLOCK_D channels of one group (so B and C tiles are shared by its rows) and walks the sequence in
 chunks of BLOCK_T steps; inside a chunk the linear recurrence h_t = a_t h_{t-1} + b_t is a `tl.associative_scan`.
@@ -175,68 +175,69 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, c
         tl.store(dD_ptr + bi * dim + chan, dD_acc, mask=mask_d)
 
 
-class _SelectiveScanTriton(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, block_d, block_t):
-        u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
-        D, z, delta_bias = (t.contiguous() if t is not None else None for t in (D, z, delta_bias))
-        batch, dim, L = u.shape
-        G, N = B.shape[1], B.shape[2]
-        n_chunks = triton.cdiv(L, block_t)
-        out = torch.empty_like(u)
-        last = u.new_empty(batch, dim, N, dtype=torch.float32)
-        store_ckpt = any(ctx.needs_input_grad[:8])  # checkpoints only when a backward pass can follow
-        ckpt = u.new_empty(batch, dim, n_chunks, N, dtype=torch.float32) if store_ckpt else last
-        grid = (triton.cdiv(dim // G, block_d), G, batch)
-        dummy = A
-        _fwd_kernel[grid](u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
-                          delta_bias if delta_bias is not None else dummy, out, last, ckpt,
-                          dim, L, G, N, n_chunks,
-                          HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-                          SOFTPLUS=bool(delta_softplus), STORE_CKPT=store_ckpt, BLOCK_D=block_d,
-                          BLOCK_N=max(triton.next_power_of_2(N), 2), BLOCK_T=block_t)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
-        ctx.config = (bool(delta_softplus), block_d, block_t, n_chunks)
-        ctx.set_materialize_grads(False)
-        return out, last
-
-    @staticmethod
-    def backward(ctx, dout, dlast):
-        u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
-        softplus, block_d, block_t, n_chunks = ctx.config
-        batch, dim, L = u.shape
-        G, N = B.shape[1], B.shape[2]
-        if dout is None:
-            dout = torch.zeros_like(u)
-        dout = dout.contiguous()
-        f32 = dict(dtype=torch.float32, device=u.device)
-        du = torch.empty(batch, dim, L, **f32)
-        ddelta = torch.empty(batch, dim, L, **f32)
-        dz = torch.empty(batch, dim, L, **f32) if z is not None else None
-        dB = torch.zeros(batch, G, N, L, **f32)
-        dC = torch.zeros(batch, G, N, L, **f32)
-        dA = torch.empty(batch, dim, N, **f32)
-        dD = torch.empty(batch, dim, **f32) if D is not None else None
-        dummy = du
-        grid = (triton.cdiv(dim // G, block_d), G, batch)
-        _bwd_kernel[grid](u, delta, A, B, C, D if D is not None else A, z if z is not None else A,
-                          delta_bias if delta_bias is not None else A, ckpt, dout,
-                          dlast.contiguous() if dlast is not None else dummy,
-                          du, ddelta, dz if dz is not None else dummy, dB, dC, dA, dD if dD is not None else dummy,
-                          dim, L, G, N, n_chunks,
-                          HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-                          SOFTPLUS=softplus, HAS_DLAST=dlast is not None, BLOCK_D=block_d,
-                          BLOCK_N=max(triton.next_power_of_2(N), 2), BLOCK_T=block_t)
-        grads = [du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
-                 dD.sum(0).to(D.dtype) if D is not None else None, dz.to(z.dtype) if z is not None else None,
-                 ddelta.sum((0, 2)).to(delta_bias.dtype) if delta_bias is not None else None]
-        return (*grads, None, None, None)
+def checkpoint_shape(batch: int, dim: int, L: int, N: int) -> tuple[int, int, int, int]:
+    """Shape of the states the forward pass keeps for backward: the state at each chunk's start."""
+    return batch, dim, triton.cdiv(L, BLOCK_T), N
 
 
-def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                          return_last_state=False):
-    """mamba_ssm `selective_scan_fn` semantics on Triton; B, C must be 4-D (batch, G, N, L).
-    Tile sizes are the module's BLOCK_D (channels per program) and BLOCK_T (chunk length)."""
-    block_d, block_t = BLOCK_D, BLOCK_T
-    out, last = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, block_d, block_t)
-    return (out, last) if return_last_state else out
+def selective_scan_triton_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                              save_for_backward=False):
+    """Forward pass; B, C (batch, G, N, L). Tile sizes are the module's BLOCK_D (channels per program) and
+    BLOCK_T (chunk length).
+
+    Returns:
+        out (batch, dim, L) in u's dtype, the last state (batch, dim, N) in float32, and the chunk checkpoints
+        for ``selective_scan_triton_bwd`` (``checkpoint_shape``; empty without save_for_backward).
+    """
+    u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+    D, z, delta_bias = (t.contiguous() if t is not None else None for t in (D, z, delta_bias))
+    batch, dim, L = u.shape
+    G, N = B.shape[1], B.shape[2]
+    n_chunks = triton.cdiv(L, BLOCK_T)
+    out = torch.empty_like(u)
+    last = u.new_empty(batch, dim, N, dtype=torch.float32)
+    ckpt = u.new_empty(checkpoint_shape(batch, dim, L, N) if save_for_backward else (0,), dtype=torch.float32)
+    grid = (triton.cdiv(dim // G, BLOCK_D), G, batch)
+    dummy = A
+    _fwd_kernel[grid](u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
+                      delta_bias if delta_bias is not None else dummy, out, last, ckpt if save_for_backward else last,
+                      dim, L, G, N, n_chunks,
+                      HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+                      SOFTPLUS=bool(delta_softplus), STORE_CKPT=save_for_backward, BLOCK_D=BLOCK_D,
+                      BLOCK_N=max(triton.next_power_of_2(N), 2), BLOCK_T=BLOCK_T)
+    return out, last, ckpt
+
+
+def selective_scan_triton_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, dout, dlast):
+    """Backward pass from ``selective_scan_triton_fwd``'s checkpoints; dout, dlast may be None (zero).
+
+    Returns:
+        the gradients of (u, delta, A, B, C, D, z, delta_bias), each in its input's dtype, None for absent inputs.
+    """
+    u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+    D, z, delta_bias = (t.contiguous() if t is not None else None for t in (D, z, delta_bias))
+    batch, dim, L = u.shape
+    G, N = B.shape[1], B.shape[2]
+    n_chunks = ckpt.shape[2]
+    dout = torch.zeros_like(u) if dout is None else dout.contiguous()
+    f32 = dict(dtype=torch.float32, device=u.device)
+    du = torch.empty(batch, dim, L, **f32)
+    ddelta = torch.empty(batch, dim, L, **f32)
+    dz = torch.empty(batch, dim, L, **f32) if z is not None else None
+    dB = torch.zeros(batch, G, N, L, **f32)
+    dC = torch.zeros(batch, G, N, L, **f32)
+    dA = torch.empty(batch, dim, N, **f32)
+    dD = torch.empty(batch, dim, **f32) if D is not None else None
+    dummy = du
+    grid = (triton.cdiv(dim // G, BLOCK_D), G, batch)
+    _bwd_kernel[grid](u, delta, A, B, C, D if D is not None else A, z if z is not None else A,
+                      delta_bias if delta_bias is not None else A, ckpt, dout,
+                      dlast.contiguous() if dlast is not None else dummy,
+                      du, ddelta, dz if dz is not None else dummy, dB, dC, dA, dD if dD is not None else dummy,
+                      dim, L, G, N, n_chunks,
+                      HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+                      SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast is not None, BLOCK_D=BLOCK_D,
+                      BLOCK_N=max(triton.next_power_of_2(N), 2), BLOCK_T=BLOCK_T)
+    return (du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+            dD.sum(0).to(D.dtype) if D is not None else None, dz.to(z.dtype) if z is not None else None,
+            ddelta.sum((0, 2)).to(delta_bias.dtype) if delta_bias is not None else None)

@@ -113,7 +113,7 @@ def test_doctor_reports_versions_backend_and_discovery():
     from importlib.metadata import version
 
     for expected in (f"torch     {torch.__version__}", f"nnunetv2  {version('nnunetv2')}", f"monai     {version('monai')}",
-                     f"nnUNet_extTrainer={discovery.TRAINER_FOLDER}", "scan backend 'auto': " + ("triton" if torch.cuda.is_available() else "torch on CPU"),
+                     f"nnUNet_extTrainer={discovery.TRAINER_FOLDER}", "scan backend 'auto': " + ("triton" if torch.cuda.is_available() else "numba on CPU"),
                      "trainers: discoverable by nnU-Net"):
         assert expected in proc.stdout, (expected, proc.stdout)
     # and what it says when the variable lost our folder

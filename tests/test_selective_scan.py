@@ -1,4 +1,5 @@
-"""Selective scan against an independent float64 sequential loop: outputs, last state and every gradient.
+"""Selective scan against an independent float64 sequential loop: outputs, last state and every gradient, for the
+CPU backends (numba, torch) through the public function and so through the ``medmamba::selective_scan`` operator.
 
 The Triton kernels run on CPU under TRITON_INTERPRET=1 in a subprocess (the flag must be set before triton is
 imported): see tests/triton_interp_selective_scan.py, which reuses the reference and the cases defined here.
@@ -12,8 +13,10 @@ import pytest
 import torch
 
 from medmamba.kernels import selective_scan, selective_scan_ref
+from medmamba.kernels import selective_scan_numba as numba_module
 from medmamba.kernels import selective_scan_torch as selective_scan_torch_module
-from medmamba.kernels.selective_scan_torch import selective_scan_torch
+
+CPU_BACKENDS = ("numba", "torch")
 
 
 def reference_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
@@ -53,7 +56,7 @@ CASES = [
     ("no_D_no_bias", dict(dim=7, L=33, N=3, with_D=False, with_bias=False), True, True),
     ("z_only", dict(batch=1, dim=3, L=12, with_D=False, with_bias=False), False, False),
 ]
-LONG_CASES = [  # several torch chunks (chunk_length(150) = 16) with a remainder; too slow for the Triton interpreter
+LONG_CASES = [  # several torch and numba chunks with a remainder; too slow for the Triton interpreter
     ("long_G2", dict(batch=1, dim=4, L=150, G=2), True, True),
 ]
 
@@ -89,43 +92,54 @@ def check_against_reference(fn, inputs, delta_softplus, return_last_state, atol,
                                    msg=lambda m: f"grad of {name}: {m}")
 
 
-def torch_backend(**kw):
-    return selective_scan(**kw, return_last_state=True, backend="torch")
-
-
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("case", CASES + LONG_CASES, ids=lambda c: c[0])
-def test_torch_backend_matches_reference(case):
+def test_cpu_backends_match_reference(case, backend):
     _, kwargs, softplus, last_state = case
-    fn = lambda **kw: selective_scan(**kw, return_last_state=last_state, backend="torch")
+    fn = lambda **kw: selective_scan(**kw, return_last_state=last_state, backend=backend)
     check_against_reference(fn, make_inputs(**kwargs), softplus, last_state, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("chunk_size, block_steps", [(1, None), (4, 8), (7, 7), (3, 16)])
-def test_torch_chunk_and_block_boundaries(chunk_size, block_steps):
+def test_torch_chunk_and_block_boundaries(monkeypatch, chunk_size, block_steps):
     """Small chunks and blocks: the state (and the adjoint) carried across many chunk and block boundaries,
     remainder chunk and block included."""
     inputs = make_inputs(dim=4, L=30, G=2)
     per_step = 2 * 4 * 4  # batch * dim * N
-    fn = lambda **kw: selective_scan_torch(**kw, return_last_state=True, chunk_size=chunk_size,
-                                           block_elements=per_step * (block_steps or 30))
+    monkeypatch.setattr(selective_scan_torch_module, "CHUNK_SIZE", chunk_size)
+    monkeypatch.setattr(selective_scan_torch_module, "BLOCK_ELEMENTS", per_step * (block_steps or 30))
+    fn = lambda **kw: selective_scan(**kw, return_last_state=True, backend="torch")
     check_against_reference(fn, inputs, True, True, atol=2e-5, rtol=1e-4)
 
 
-def test_torch_extreme_decays_stay_exact():
-    """dt * |A| summed over a chunk far beyond exp's range: decays floored at fp32's smallest normals (where the
-    recurrence has zero) change nothing measurable, and the decay gradient is formed from exp(dt A) h_{t-1}
-    itself, not from h_t - dt B u (which would cancel)."""
+def test_numba_channel_blocks_and_partial_sums(monkeypatch):
+    """150 channels of one group on 2 threads: blocks of 32 channels (the last one 22 wide), each block's
+    checkpoints across 3 chunks with a remainder, and dB/dC summed from 2 partials."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert numba_module._lanes(1, 150, 2) == 32
+    inputs = make_inputs(batch=1, dim=150, L=2 * numba_module.CHUNK + 5, N=3, G=1)
+    fn = lambda **kw: selective_scan(**kw, return_last_state=True, backend="numba")
+    check_against_reference(fn, inputs, True, True, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_extreme_decays_stay_exact(backend):
+    """dt * |A| summed over a chunk far beyond exp's range: decays floored or flushed to zero below fp32's smallest
+    normals (where the recurrence has zero) change nothing measurable, and the decay gradient is formed from
+    exp(dt A) h_{t-1} itself, not from h_t - dt B u (which would cancel)."""
     inputs = make_inputs(batch=1, dim=4, L=70, G=1, delta_scale=30.0, with_bias=False)
     inputs["A"] = inputs["A"] * 20
-    check_against_reference(torch_backend, inputs, False, True, atol=2e-5, rtol=1e-4)
+    fn = lambda **kw: selective_scan(**kw, return_last_state=True, backend=backend)
+    check_against_reference(fn, inputs, False, True, atol=2e-5, rtol=1e-4)
 
 
-def test_torch_bf16_and_fp16():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_bf16_and_fp16(backend):
     """Low-precision inputs, float32 state: compared with the float64 loop run on the same rounded inputs.
     Tolerance: 2e-2 relative to the output scale (bf16 keeps 8 mantissa bits, the output is rounded to bf16)."""
     for dtype in (torch.bfloat16, torch.float16):
         inputs = make_inputs(dim=6, L=70, G=2, dtype=dtype)
-        out, last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, backend="torch")
+        out, last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, backend=backend)
         ref_out, ref_last = reference_scan(**inputs, delta_softplus=True)
         assert out.dtype == dtype and last.dtype == torch.float32
         scale = ref_out.abs().max().item()
@@ -133,22 +147,25 @@ def test_torch_bf16_and_fp16():
         torch.testing.assert_close(last.double(), ref_last, atol=1e-4 * ref_last.abs().max().item(), rtol=1e-4)
 
 
-def test_torch_gradcheck_float64():
-    inputs = make_inputs(batch=1, dim=4, L=9, N=3, G=2, dtype=torch.float64)
+@pytest.mark.parametrize("backend, L", [("torch", 9), ("numba", 9), ("numba", 70)])
+def test_gradcheck_float64(monkeypatch, backend, L):
+    """Float64 gradients against finite differences; torch with chunks of 2 steps in blocks of 4, numba across a
+    checkpoint (70 steps, in gradcheck's fast mode: random projections of the Jacobian, a few evaluations)."""
+    monkeypatch.setattr(selective_scan_torch_module, "CHUNK_SIZE", 2)
+    monkeypatch.setattr(selective_scan_torch_module, "BLOCK_ELEMENTS", 4 * 3 * 4)  # blocks of 4 steps
+    inputs = make_inputs(batch=1, dim=4, L=L, N=3, G=2, dtype=torch.float64)
     names = list(inputs)
     leaves = [inputs[k].clone().requires_grad_() for k in names]
 
     def fn(*args):
-        out, last = selective_scan_torch(**dict(zip(names, args)), delta_softplus=True, return_last_state=True,
-                                         chunk_size=2, block_elements=4 * 3 * 4)  # blocks of 4 steps
-        return out, last
+        return selective_scan(**dict(zip(names, args)), delta_softplus=True, return_last_state=True, backend=backend)
 
-    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6, fast_mode=L > 64)
 
 
-def test_auto_backend_on_cpu_is_torch():
+def test_auto_backend_on_cpu_is_numba():
     inputs = make_inputs(dim=4, L=10)
-    torch.testing.assert_close(selective_scan(**inputs), selective_scan(**inputs, backend="torch"))
+    torch.testing.assert_close(selective_scan(**inputs), selective_scan(**inputs, backend="numba"), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name, bad, expected", [

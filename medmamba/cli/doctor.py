@@ -14,9 +14,11 @@ PROBE_TRAINER = "MHSVMTrainer"
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "doctor", help="versions, nnU-Net settings, scan backend and trainer discovery",
-        description="Print the versions of torch, triton, CUDA, nnunetv2 and monai, the nnU-Net environment "
-                    "variables, which scan backend 'auto' uses, and whether nnU-Net finds medmamba's trainers. "
-                    "Exits 1 when the trainers are not discoverable.")
+        description="Print the versions of torch, triton, numba, CUDA, nnunetv2 and monai, the nnU-Net environment "
+                    "variables, which scan backend 'auto' uses, the numba kernels' cache and compile time, and "
+                    "whether nnU-Net finds medmamba's trainers. Exits 1 when the trainers are not discoverable.")
+    parser.add_argument("--warm", action="store_true",
+                        help="compile the numba scan kernels now (or load them from the cache) and time it")
     parser.set_defaults(func=run)
 
 
@@ -50,15 +52,34 @@ def _find_with_nnunet(name: str) -> str:
         return recursive_find_trainer_class_by_name(name).__module__
 
 
+def _numba_kernels(warm: bool) -> str:
+    """One line on the numba kernels: their cache and the measured first-call compile time, or the warm-up."""
+    from medmamba.kernels import selective_scan_numba
+
+    where = f"cache {selective_scan_numba.cache_dir()}"
+    if warm:
+        record_before = selective_scan_numba.compile_record()
+        seconds = selective_scan_numba.warm_up()
+        loaded = record_before is not None and record_before == selective_scan_numba.compile_record()
+        return f"numba kernels: {'loaded from the cache' if loaded else 'compiled'} in {seconds:.1f} s ({where})"
+    record = selective_scan_numba.compile_record()
+    if record is None:
+        return (f"numba kernels: not compiled yet ({where}); the first CPU scan compiles them, "
+                "`medmamba doctor --warm` does it now")
+    times = ", ".join(f"{key} {seconds:.1f} s" for key, seconds in record["seconds"].items())
+    return f"numba kernels: compiled on {record['when']}, first-call compile took {times} ({where})"
+
+
 def run(args) -> int:
     import torch
 
-    from medmamba.kernels.selective_scan import triton_available
+    from medmamba.kernels.selective_scan import numba_unavailable_reason, triton_available
 
     cuda = torch.cuda.is_available()
     print("versions")
     print(f"  torch     {torch.__version__}")
     print(f"  triton    {_version('triton')}")
+    print(f"  numba     {_version('numba')}")
     print(f"  CUDA      {torch.version.cuda or 'none (CPU build)'}; "
           + (f"GPU: {torch.cuda.get_device_name(0)}" if cuda else "no GPU visible"))
     print(f"  nnunetv2  {_version('nnunetv2')}")
@@ -66,9 +87,13 @@ def run(args) -> int:
     print("nnU-Net environment")
     for var in NNUNET_ENV_VARS:
         print(f"  {var}={os.environ[var]}" if var in os.environ else f"  {var} (unset)")
-    backend = "triton" if cuda and triton_available() else "torch"
-    print(f"scan backend 'auto': {backend} on {'CUDA tensors' if cuda else 'CPU'}"
-          + ("" if cuda else " (triton is used for CUDA tensors only)"))
+    numba_problem = numba_unavailable_reason()
+    cpu_backend = "torch" if numba_problem else "numba"
+    gpu_backend = "triton" if triton_available() else "torch"
+    print(f"scan backend 'auto': {gpu_backend + ' on CUDA tensors, ' if cuda else ''}{cpu_backend} on CPU"
+          + (f" (numba unavailable: {numba_problem})" if numba_problem else ""))
+    if not numba_problem:
+        print(_numba_kernels(args.warm))
 
     problems = discovery_problems()
     try:

@@ -1,0 +1,485 @@
+"""Selective scan on the CPU with numba: one fused forward kernel and one fused reverse-time backward kernel.
+
+Forward, in parallel over (batch, channel) rows: each row walks L in chunks of CHUNK steps with its N-dim state in
+a small local array. Per chunk, a vectorised prologue forms delta' (bias, softplus) and x = delta' u, the recurrence
+h = exp(delta' A) h + x B, y = <C, h> runs with the innermost loop over N (contiguous, so it vectorises), and a
+vectorised epilogue adds D u and applies the silu(z) gate. For backward, only the state entering each chunk is
+stored (batch, dim, L / CHUNK, N).
+
+Backward, in parallel over (part, batch, group) units, each owning a slice of a group's channels: chunks in reverse,
+each chunk's states recomputed from its checkpoint into a (CHUNK + 1, N) buffer, then the adjoint
+g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1} walked back through the chunk, forming every gradient in the same
+pass. dB and dC are shared by a group's channels: each part sums into its own partial, added up afterwards; dA and
+dD are kept per batch and summed afterwards.
+
+exp is a float32 polynomial (Cephes' expf: range reduction by ln 2, degree-6 polynomial, 2**k from the exponent
+bits) that LLVM vectorises; the libm call would not vectorise here (numba's SVML path needs a patched LLVM that
+llvmlite no longer ships). Arguments below -87 give 0 (the true value is below float32's smallest normal),
+above 88 give inf. float64 inputs are computed in float64 with libm's exp.
+
+Compiled kernels are cached on disk (``cache_dir()``, ``NUMBA_CACHE_DIR`` when set); a first compile is announced
+on the ``medmamba`` logger and its duration recorded there (``compile_record()``, shown by ``medmamba doctor``).
+Inputs are expected already validated and normalised by `medmamba.kernels.selective_scan`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import event
+from numba.extending import intrinsic, overload
+
+CHUNK = 64  # steps between the checkpoints stored for backward
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are cached: ``NUMBA_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/medmamba/numba``
+    (``~/.cache/medmamba/numba``)."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medmamba" / "numba"
+
+
+# numba reads the cache folder when a cached function is defined (below), not when it is imported
+numba.config.CACHE_DIR = str(cache_dir())
+_log = logging.getLogger(__name__)
+
+_OPTS = dict(cache=True, error_model="numpy", boundscheck=False,
+             fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})  # NaN and inf keep their meaning
+
+_F32 = np.float32
+_LOG2E, _LN2_HI, _LN2_LO = _F32(1.4426950408889634), _F32(0.693359375), _F32(-2.12194440e-4)
+_EXP_P = tuple(_F32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                                  1.6666665459e-1, 5.0000001201e-1))
+_EXP_LO, _EXP_HI = _F32(-87.0), _F32(88.0)
+_ZERO32, _HALF32, _ONE32, _TWO32, _INF32 = _F32(0), _F32(0.5), _F32(1), _F32(2), _F32(np.inf)
+# log1p(e) = 2 atanh(s), s = e / (2 + e) in (0, 1/3] for e in (0, 1]: 2 (s + s^3/3 + ... + s^13/13)
+_ATANH_P = tuple(_F32(1 / k) for k in (3, 5, 7, 9, 11, 13))
+_SOFTPLUS_THRESHOLD = 20.0  # above it softplus(x) = x, as torch's
+
+
+@intrinsic
+def _pow2_f32(typingctx, k):
+    """2**k for an integer-valued float32 k in [-126, 127], built from the exponent bits."""
+    sig = types.float32(types.float32)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        biased = builder.fptosi(builder.fadd(args[0], ir.Constant(ir.FloatType(), 127.0)), i32)
+        return builder.bitcast(builder.shl(biased, ir.Constant(i32, 23)), ir.FloatType())
+
+    return sig, codegen
+
+
+def _exp_f32(x):
+    clamped = _EXP_LO if x < _EXP_LO else x  # comparisons written so that NaN passes through
+    clamped = _EXP_HI if clamped > _EXP_HI else clamped
+    k = np.floor(clamped * _LOG2E + _HALF32)
+    r = clamped - k * _LN2_HI - k * _LN2_LO
+    p0, p1, p2, p3, p4, p5 = _EXP_P
+    p = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
+    result = (p * r * r + r + _ONE32) * _pow2_f32(k)
+    return _ZERO32 if x < _EXP_LO else (_INF32 if x > _EXP_HI else result)
+
+
+def _exp(x):
+    """exp, vectorisable in float32 (see the module docstring); numba only."""
+    raise NotImplementedError
+
+
+def _softplus(x):
+    """softplus(x) = log(1 + exp(x)), x itself above 20 as torch's; numba only."""
+    raise NotImplementedError
+
+
+def _sigmoid(x):
+    raise NotImplementedError
+
+
+@overload(_exp)
+def _exp_overload(x):
+    if x == types.float32:
+        return _exp_f32
+    return lambda x: math.exp(x)
+
+
+@overload(_softplus)
+def _softplus_overload(x):
+    if x == types.float32:
+        def softplus_f32(x):
+            e = _exp(-abs(x))
+            s = e / (_TWO32 + e)
+            s2 = s * s
+            c3, c5, c7, c9, c11, c13 = _ATANH_P
+            series = c3 + s2 * (c5 + s2 * (c7 + s2 * (c9 + s2 * (c11 + s2 * c13))))
+            result = max(x, _ZERO32) + _TWO32 * s * (_ONE32 + s2 * series)
+            return x if x > _SOFTPLUS_THRESHOLD else result
+        return softplus_f32
+    return lambda x: x if x > _SOFTPLUS_THRESHOLD else max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+@overload(_sigmoid)
+def _sigmoid_overload(x):
+    if x == types.float32:
+        return lambda x: _ONE32 / (_ONE32 + _exp(-x))
+    return lambda x: 1.0 / (1.0 + math.exp(-x))
+
+
+@njit(**_OPTS)
+def _copy(src, dst):
+    """dst[...] = src for 2-D arrays of one shape (explicit loops: numba's array-to-array assignment compiles its
+    error formatting, seconds of compile time)."""
+    for r in range(src.shape[0]):
+        for c in range(src.shape[1]):
+            dst[r, c] = src[r, c]
+
+
+@njit(**_OPTS)
+def _gather_block(src, j0, cb, t0, n, dst):
+    """dst[i, j] = src[j0 + j, t0 + i]: a block's channels of steps t0 .. t0 + n - 1, time-major."""
+    for j in range(cb):
+        row = src[j0 + j]
+        for i in range(n):
+            dst[i, j] = row[t0 + i]
+
+
+@njit(**_OPTS)
+def _scatter_block(src, j0, cb, t0, n, dst):
+    """dst[j0 + j, t0 + i] = src[i, j] (the inverse of _gather_block)."""
+    for j in range(cb):
+        row = dst[j0 + j]
+        for i in range(n):
+            row[t0 + i] = src[i, j]
+
+
+@njit(**_OPTS)
+def _block_steps(delta, u, bias, softplus, j0, cb, t0, n, raw, dt, x, u_blk):
+    """For a block's channels and steps, time-major: raw = delta + bias, dt = softplus(raw) (or raw), u, x = dt u."""
+    _gather_block(delta, j0, cb, t0, n, raw)
+    _gather_block(u, j0, cb, t0, n, u_blk)
+    for i in range(n):
+        for j in range(cb):
+            raw[i, j] += bias[j0 + j]
+            dt[i, j] = _softplus(raw[i, j]) if softplus else raw[i, j]
+            x[i, j] = dt[i, j] * u_blk[i, j]
+
+
+@njit(**_OPTS)
+def _forward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, last, ckpt):
+    """One block of up to ``lanes`` channels of one group and batch (see _forward_kernel); the channels are the
+    vector lanes."""
+    batch, dim, L = u.shape
+    G, N = Bt.shape[1], At.shape[0]
+    dg = dim // G
+    blocks = -(-dg // lanes)
+    gate, save = z.size > 0, ckpt.size > 0
+    zero = At.dtype.type(0)
+    if True:
+        b, g, q = task // (G * blocks), task // blocks % G, task % blocks
+        j0, cb = g * dg + q * lanes, min(lanes, dg - q * lanes)
+        B_g, C_g = Bt[b, g], Ct[b, g]
+        A_blk = At[:, j0:j0 + cb]
+        h = np.zeros((N, cb), At.dtype)
+        buffers = np.empty((6, CHUNK, cb), At.dtype)
+        raw, dt, x, u_blk, y, z_blk = buffers[0], buffers[1], buffers[2], buffers[3], buffers[4], buffers[5]
+        for t0 in range(0, L, CHUNK):
+            n = min(CHUNK, L - t0)
+            if save:
+                _copy(h, ckpt[b, t0 // CHUNK, :, j0:j0 + cb])
+            _block_steps(delta[b], u[b], bias, softplus, j0, cb, t0, n, raw, dt, x, u_blk)
+            for i in range(n):
+                B_t, C_t, dt_i, x_i, y_i = B_g[t0 + i], C_g[t0 + i], dt[i], x[i], y[i]
+                y_i[:] = zero
+                for k in range(N):
+                    b_k, c_k, A_k, h_k = B_t[k], C_t[k], A_blk[k], h[k]
+                    for j in range(cb):
+                        h_kj = _exp(dt_i[j] * A_k[j]) * h_k[j] + x_i[j] * b_k
+                        h_k[j] = h_kj
+                        y_i[j] += h_kj * c_k
+            for i in range(n):
+                for j in range(cb):
+                    y[i, j] += D[j0 + j] * u_blk[i, j]
+            if gate:
+                _gather_block(z[b], j0, cb, t0, n, z_blk)
+                for i in range(n):
+                    for j in range(cb):
+                        y[i, j] *= z_blk[i, j] * _sigmoid(z_blk[i, j])
+            _scatter_block(y, j0, cb, t0, n, out[b])
+        _copy(h, last[b, :, j0:j0 + cb])
+
+
+@njit(parallel=True, **_OPTS)
+def _forward_kernel(u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, last, ckpt):
+    """u, delta, out: (batch, dim, L); At: (N, dim); Bt, Ct: (batch, G, L, N); D, bias: (dim,); z: (batch, dim, L),
+    or empty for no gate; last: (batch, N, dim); ckpt: (batch, n_chunks, N, dim), or empty. One task per block of
+    channels."""
+    G, dg = Bt.shape[1], u.shape[1] // Bt.shape[1]
+    for task in prange(u.shape[0] * G * -(-dg // lanes)):
+        _forward_task(np.int64(task), u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, last, ckpt)
+
+
+@njit(**_OPTS)
+def _backward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt, dout, dlast, du, ddelta, dz, dA,
+                   dD, dB, dC):
+    """Inputs as _forward_kernel's; dout: (batch, dim, L); dlast: (batch, N, dim). Writes du, ddelta, dz (empty
+    without gate): (batch, dim, L); dA: (batch, N, dim); dD: (batch, dim); and adds into dB, dC:
+    (parts, batch, G, L, N), zero on entry: one task per (part, batch, group), each summing its share of the
+    group's channel blocks into its own partial."""
+    batch, dim, L = u.shape
+    G, N = Bt.shape[1], At.shape[0]
+    dg = dim // G
+    blocks = -(-dg // lanes)
+    parts = dB.shape[0]
+    gate = z.size > 0
+    zero, one = At.dtype.type(0), At.dtype.type(1)
+    if True:
+        p, b, g = task // (batch * G), task // G % batch, task % G
+        B_g, C_g, dB_p, dC_p = Bt[b, g], Ct[b, g], dB[p, b, g], dC[p, b, g]
+        for q in range(p, blocks, parts):
+            j0, cb = g * dg + q * lanes, min(lanes, dg - q * lanes)
+            A_blk = At[:, j0:j0 + cb]
+            states = np.empty((CHUNK + 1, N, cb), At.dtype)  # states[i] enters step t0 + i
+            decay = np.empty((CHUNK, N, cb), At.dtype)
+            buffers = np.empty((9, CHUNK, cb), At.dtype)
+            raw, dt, x, u_blk, y, z_blk, dy, du_blk, ddt = (buffers[0], buffers[1], buffers[2], buffers[3],
+                                                           buffers[4], buffers[5], buffers[6], buffers[7], buffers[8])
+            adjoint = dlast[b, :, j0:j0 + cb].copy()  # of the state leaving the current step, decayed one step
+            dA_blk = np.zeros((N, cb), At.dtype)
+            dD_blk = np.zeros(cb, At.dtype)
+            for t0 in range(CHUNK * ((L - 1) // CHUNK), -1, -CHUNK):
+                n = min(CHUNK, L - t0)
+                _block_steps(delta[b], u[b], bias, softplus, j0, cb, t0, n, raw, dt, x, u_blk)
+                _copy(ckpt[b, t0 // CHUNK, :, j0:j0 + cb], states[0])
+                for i in range(n):
+                    B_t, C_t, dt_i, x_i, y_i = B_g[t0 + i], C_g[t0 + i], dt[i], x[i], y[i]
+                    y_i[:] = zero
+                    for k in range(N):
+                        b_k, c_k, A_k, h_prev, h_k, a_k = B_t[k], C_t[k], A_blk[k], states[i, k], states[i + 1, k], \
+                            decay[i, k]
+                        for j in range(cb):
+                            a = _exp(dt_i[j] * A_k[j])
+                            a_k[j] = a
+                            h_k[j] = a * h_prev[j] + x_i[j] * b_k
+                            y_i[j] += h_k[j] * c_k
+                # the gate: out = (y + D u) silu(z)
+                _gather_block(dout[b], j0, cb, t0, n, dy)
+                if gate:
+                    _gather_block(z[b], j0, cb, t0, n, z_blk)
+                    for i in range(n):
+                        for j in range(cb):
+                            z_ij, sig = z_blk[i, j], _sigmoid(z_blk[i, j])
+                            z_blk[i, j] = dy[i, j] * (y[i, j] + D[j0 + j] * u_blk[i, j]) * sig * (
+                                one + z_ij * (one - sig))
+                            dy[i, j] *= z_ij * sig
+                    _scatter_block(z_blk, j0, cb, t0, n, dz[b])
+                for i in range(n - 1, -1, -1):
+                    t = t0 + i
+                    B_t, C_t, dB_t, dC_t = B_g[t], C_g[t], dB_p[t], dC_p[t]
+                    dt_i, x_i, dy_i, dx_i, ddt_i = dt[i], x[i], dy[i], du_blk[i], ddt[i]
+                    dx_i[:] = zero
+                    ddt_i[:] = zero
+                    for k in range(N):
+                        b_k, c_k, A_k, g_k, h_prev, h_k, a_k, dA_k = B_t[k], C_t[k], A_blk[k], adjoint[k], \
+                            states[i, k], states[i + 1, k], decay[i, k], dA_blk[k]
+                        dB_tk, dC_tk = zero, zero
+                        for j in range(cb):
+                            g_h = g_k[j] + c_k * dy_i[j]  # adjoint of h_t
+                            dC_tk += dy_i[j] * h_k[j]
+                            dB_tk += g_h * x_i[j]
+                            dx_i[j] += g_h * b_k
+                            grad_exponent = g_h * h_prev[j] * a_k[j]  # d/d(dt A) of exp(dt A) h_{t-1}
+                            ddt_i[j] += grad_exponent * A_k[j]
+                            dA_k[j] += grad_exponent * dt_i[j]
+                            g_k[j] = g_h * a_k[j]
+                        dB_t[k] += dB_tk
+                        dC_t[k] += dC_tk
+                for i in range(n):
+                    for j in range(cb):
+                        dD_blk[j] += dy[i, j] * u_blk[i, j]
+                        ddt[i, j] += du_blk[i, j] * u_blk[i, j]
+                        du_blk[i, j] = du_blk[i, j] * dt[i, j] + dy[i, j] * D[j0 + j]
+                        if softplus:
+                            ddt[i, j] *= _sigmoid(raw[i, j])
+                _scatter_block(du_blk, j0, cb, t0, n, du[b])
+                _scatter_block(ddt, j0, cb, t0, n, ddelta[b])
+            _copy(dA_blk, dA[b, :, j0:j0 + cb])
+            for j in range(cb):
+                dD[b, j0 + j] = dD_blk[j]
+
+
+@njit(parallel=True, **_OPTS)
+def _backward_kernel(u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt, dout, dlast, du, ddelta, dz, dA, dD,
+                     dB, dC):
+    """Inputs as _forward_kernel's; see _backward_task for the outputs. One task per (part, batch, group)."""
+    for task in prange(dB.shape[0] * u.shape[0] * Bt.shape[1]):
+        _backward_task(np.int64(task), u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt, dout, dlast, du, ddelta, dz,
+                       dA, dD, dB, dC)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torch-facing functions
+
+
+def checkpoint_shape(batch: int, dim: int, L: int, N: int) -> tuple[int, int, int, int]:
+    """Shape of the states the forward pass keeps for backward: the state entering each chunk."""
+    return batch, -(-L // CHUNK), N, dim
+
+
+def _threads() -> int:
+    """torch's thread count (nnU-Net and users set it), within numba's pool; also applied to numba."""
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    return threads
+
+
+def _lanes(tasks_per_block: int, dg: int, threads: int) -> int:
+    """Channels per block: 64, or fewer while that leaves threads idle (at least two tasks per thread)."""
+    lanes = 64
+    while lanes > 16 and tasks_per_block * -(-dg // lanes) < 2 * threads:
+        lanes //= 2
+    return lanes
+
+
+def _kernel_inputs(u, delta, A, B, C, D, z, delta_bias):
+    """numpy views of contiguous copies in the compute dtype (float64 for float64 u, else float32): A as (N, dim),
+    B and C time-major (batch, G, L, N); absent D and delta_bias as zeros, absent z as an empty array."""
+    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    zeros = torch.zeros(u.shape[1], dtype=compute)
+
+    def prepared(t, absent=None):
+        return (absent if t is None else t.detach().to(compute)).contiguous().numpy()
+
+    return (prepared(u), prepared(delta), prepared(A.t()), prepared(B.transpose(-1, -2)),
+            prepared(C.transpose(-1, -2)), prepared(D, zeros), prepared(z, zeros[:0].view(0, 0, 0)),
+            prepared(delta_bias, zeros), compute)
+
+
+def selective_scan_numba_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                             save_for_backward=False):
+    """Forward pass; B, C (batch, G, N, L).
+
+    Returns:
+        out (batch, dim, L) in u's dtype, the last state (batch, dim, N) in the compute dtype, and the chunk
+        checkpoints for ``selective_scan_numba_bwd`` (``checkpoint_shape``; empty without save_for_backward).
+    """
+    *args, compute = _kernel_inputs(u, delta, A, B, C, D, z, delta_bias)
+    batch, dim, L = u.shape
+    G, N = B.shape[1], A.shape[1]
+    out = torch.empty(batch, dim, L, dtype=compute)
+    last = torch.empty(batch, N, dim, dtype=compute)
+    ckpt = torch.empty(checkpoint_shape(batch, dim, L, N) if save_for_backward else (0, 0, 0, 0), dtype=compute)
+    lanes = _lanes(batch * G, dim // G, _threads())
+    _forward_kernel(*args, bool(delta_softplus), lanes, out.numpy(), last.numpy(), ckpt.numpy())
+    return out.to(u.dtype), last.transpose(1, 2).contiguous(), ckpt
+
+
+def selective_scan_numba_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, dout, dlast):
+    """Backward pass from ``selective_scan_numba_fwd``'s checkpoints; dout, dlast may be None (zero).
+
+    Returns:
+        the gradients of (u, delta, A, B, C, D, z, delta_bias), each in its input's dtype, None for absent inputs.
+    """
+    *args, compute = _kernel_inputs(u, delta, A, B, C, D, z, delta_bias)
+    batch, dim, L = u.shape
+    G, N = B.shape[1], A.shape[1]
+    threads = _threads()
+    lanes = _lanes(batch * G, dim // G, threads)
+    parts = max(1, min(-(-(dim // G) // lanes), -(-threads // (batch * G))))
+    f = dict(dtype=compute)
+    dout = torch.zeros(batch, dim, L, **f) if dout is None else dout.to(compute).contiguous()
+    dlast = torch.zeros(batch, N, dim, **f) if dlast is None else dlast.to(compute).transpose(1, 2).contiguous()
+    du, ddelta = torch.empty(batch, dim, L, **f), torch.empty(batch, dim, L, **f)
+    dz = torch.empty(batch, dim, L, **f) if z is not None else torch.empty(0, 0, 0, **f)
+    dA, dD = torch.empty(batch, N, dim, **f), torch.empty(batch, dim, **f)
+    dB, dC = torch.zeros(parts, batch, G, L, N, **f), torch.zeros(parts, batch, G, L, N, **f)
+    _backward_kernel(*args, bool(delta_softplus), lanes, ckpt.numpy(), dout.numpy(), dlast.numpy(), du.numpy(),
+                     ddelta.numpy(), dz.numpy(), dA.numpy(), dD.numpy(), dB.numpy(), dC.numpy())
+    return (du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).t().to(A.dtype),
+            dB.sum(0).transpose(-1, -2).to(B.dtype).contiguous(), dC.sum(0).transpose(-1, -2).to(C.dtype).contiguous(),
+            dD.sum(0).to(D.dtype) if D is not None else None, dz.to(z.dtype) if z is not None else None,
+            ddelta.sum((0, 2)).to(delta_bias.dtype) if delta_bias is not None else None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# compile notice, compile-time record and warm-up
+
+_RECORD_NAME = "compile-times.json"
+
+
+def _source_stamp() -> list[int]:
+    """This file's modification time and size: numba recompiles when they change, and so the record goes stale."""
+    stat = Path(__file__).stat()
+    return [stat.st_mtime_ns, stat.st_size]
+
+
+def compile_record() -> dict | None:
+    """The compile times measured when the kernels were last compiled into ``cache_dir()`` (seconds per kernel and
+    dtype, with the date), or None when they have not been compiled there for this source and numba version."""
+    try:
+        record = json.loads((cache_dir() / _RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    current = record.get("numba") == numba.__version__ and record.get("source") == _source_stamp()
+    return record if current else None
+
+
+class _CompileNotice(event.Listener):
+    """Announces a compile of the scan kernels on the logger (one line per kernel and dtype) and records its
+    duration in the compile-time record."""
+
+    def __init__(self):
+        self._started: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(ev) -> str | None:
+        dispatcher = ev.data["dispatcher"]
+        if dispatcher not in (_forward_kernel, _backward_kernel):
+            return None
+        return f"{dispatcher.py_func.__name__.split('_')[1]}-{ev.data['args'][0].dtype}"
+
+    def on_start(self, ev):
+        key = self._key(ev)
+        if key is not None:
+            _log.warning("medmamba: compiling the numba selective-scan %s kernel for %s (first use; takes a while, "
+                         "then cached in %s)", *key.split("-"), cache_dir())
+            self._started[key] = time.perf_counter()
+
+    def on_end(self, ev):
+        key = self._key(ev)
+        if key is None or key not in self._started:
+            return
+        seconds = time.perf_counter() - self._started.pop(key)
+        with self._lock:
+            record = compile_record() or {"numba": numba.__version__, "source": _source_stamp(), "seconds": {}}
+            record["seconds"][key] = round(seconds, 2)
+            record["when"] = time.strftime("%Y-%m-%d %H:%M")
+            try:
+                (cache_dir() / _RECORD_NAME).write_text(json.dumps(record, indent=1))
+            except OSError:  # a read-only cache folder: numba then caches elsewhere or not at all
+                pass
+
+
+event.register("numba:compile", _CompileNotice())
+
+
+def warm_up(dtypes=(torch.float32, torch.float64)) -> float:
+    """Compile (or load from the cache) the forward and backward kernels for ``dtypes``; returns the seconds taken."""
+    started = time.perf_counter()
+    for dtype in dtypes:
+        u = torch.ones(1, 2, 3, dtype=dtype)
+        bc = torch.ones(1, 1, 2, 3, dtype=dtype)
+        args = (u, u, -torch.ones(2, 2, dtype=dtype), bc, bc, None, u, None, True)
+        out, _, saved = selective_scan_numba_fwd(*args, save_for_backward=True)
+        selective_scan_numba_bwd(*args, saved, torch.ones_like(out), None)
+    return time.perf_counter() - started
