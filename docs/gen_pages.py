@@ -10,6 +10,7 @@ import mkdocs_gen_files
 
 import medmamba
 from medmamba.catalog import catalog_rows, format_count
+from medmamba.weights import FORKED_TRAINERS
 from medmamba.registry import model_entry
 
 TASKS = ("segmentation", "classification", "restoration")
@@ -53,6 +54,35 @@ def latency_text(ms: float | None) -> str:
     return f"{ms / 1e3:.1f} s" if ms >= 1e3 else f"{ms:.0f} ms"
 
 
+def official_code_cell(record) -> str:
+    if record is None:
+        return "—"
+    if record["verdict"] == "not run":
+        return "not run"
+    return f"{record['verdict']} ({record['max_rel_diff']:.0e})"
+
+
+def equivalence_lines(e, row) -> list[str]:
+    """The entry's comparison with its official code, per configuration."""
+    from medmamba.catalog import load_equivalence
+
+    lines = ["", "## Official code", "", row["official_code"] + "."]
+    cases = (load_equivalence().get(e.name) or {}).get("cases", [])
+    if cases:
+        lines += ["", "| Configuration | Input | Outputs compared | Max rel. diff | Verdict |",
+                  "|---|---|---|---|---|"]
+    for case in cases:
+        diff = f"{case['max_rel_diff']:.1e}" if "max_rel_diff" in case else case.get("reason", "—")
+        lines.append(f"| {case['name']} | {tuple(case['input_shape'])} | {len(case.get('outputs', []))} | "
+                     f"{diff} | {case['verdict']} |")
+    if e.checkpoint_filter is not None:
+        forked = e.trainer in FORKED_TRAINERS.values()
+        lines += ["", f"Official checkpoints: `medmamba import-weights {e.name} CHECKPOINT -o {e.name}.safetensors`"
+                  + ("; results of its forked nnU-Net: `medmamba import-nnunet`" if forked else "")
+                  + " (see [Official weights and equivalence](../../official.md))."]
+    return lines
+
+
 def index_page(entries, rows_by_name) -> str:
     rows = []
     for e in entries:
@@ -63,6 +93,7 @@ def index_page(entries, rows_by_name) -> str:
             f"<td>{html.escape(e.family)}</td><td>{html.escape(e.scan)}</td>"
             f"<td>{format_count(measured['params'])}</td><td>{format_count(measured.get('flops'))}</td>"
             f"<td>{latency_text(measured.get('latency_ms'))}</td>"
+            f"<td>{html.escape(official_code_cell(measured['equivalence']))}</td>"
             f"<td>{html.escape(headline(e))}</td></tr>"
         )
     task_opts = "".join(f'<option value="{t}">{t}</option>' for t in TASKS)
@@ -72,7 +103,9 @@ Every network in medmamba's registry, generated from `medmamba.list_models()` at
 Parameters are counted by code at each entry's reference configuration (its `paper` preset when it has one);
 FLOPs (selective scans included, counted on the meta device), CPU latency (batch 1, median; "—" where the
 forward pass could not run on the CPU, with the reason on the entry's page) come from
-`benchmarks/models.py --catalog` at the reference input.
+`benchmarks/models.py --catalog` at the reference input. "Official code": whether our network gives the official
+code's outputs at the same weights (max relative difference, a match within 1e-4; `benchmarks/equivalence.py`,
+see [Official weights and equivalence](../official.md)), or why it was not compared.
 
 <div class="catalog-filters">
 <label>Task <select id="filter-task"><option value="">all</option>{task_opts}</select></label>
@@ -81,7 +114,7 @@ forward pass could not run on the CPU, with the reason on the entry's page) come
 </div>
 
 <table id="catalog-table">
-<thead><tr><th>Model</th><th>Task</th><th>Dims</th><th>Family</th><th>Scan</th><th>Parameters</th><th>FLOPs</th><th>CPU latency</th><th>Paper's headline result</th></tr></thead>
+<thead><tr><th>Model</th><th>Task</th><th>Dims</th><th>Family</th><th>Scan</th><th>Parameters</th><th>FLOPs</th><th>CPU latency</th><th>Official code</th><th>Paper's headline result</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody>
@@ -125,6 +158,7 @@ def entry_page(e, row) -> str:
         memory = f"{m['peak_memory_mb']:.0f} MB" if m.get("peak_memory_mb") is not None else \
             m.get("memory_note") or "not measured"
         lines.append(f"| medmamba ({machine}) | — | peak memory (forward) | {memory} |")
+    lines += equivalence_lines(e, row)
     lines += ["", "## Use it", "", "```python", "import medmamba", "",
               f'net = medmamba.create_model("{e.name}", spatial_dims={e.spatial_dims[-1]}, in_channels=1, '
               f'{"out_channels=1" if e.task == "restoration" else "num_classes=3"})', "```"]

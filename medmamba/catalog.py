@@ -5,6 +5,10 @@ device), latency and peak memory at each entry's reference configuration are mea
 ``benchmarks/models.py --catalog`` (which calls :func:`measure_catalog`) and stored in
 ``benchmarks/results/catalog-<device>.json``; :func:`catalog_rows` merges them when the file is there. An entry
 whose forward pass cannot run here keeps its FLOPs with ``latency_ms`` None and the reason in ``latency_note``.
+
+Whether an entry is its paper's network is read from ``benchmarks/results/equivalence.json``, written by
+``benchmarks/equivalence.py``: the official code's outputs against ours at the same weights, or why that was not
+run (:func:`equivalence_text`).
 """
 from __future__ import annotations
 
@@ -24,6 +28,31 @@ DETAIL_KEYS = ("flops", "flops_scan", "latency_ms", "latency_repeats", "latency_
 
 def measurements_path(device: str = "cpu") -> Path:
     return RESULTS_DIR / f"catalog-{device}.json"
+
+
+def equivalence_path() -> Path:
+    return RESULTS_DIR / "equivalence.json"
+
+
+def load_equivalence(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The harness's record per entry (empty when it has not been run)."""
+    path = Path(path) if path is not None else equivalence_path()
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def equivalence_text(record: dict[str, Any] | None) -> str:
+    """One line: "matches official code (repo@commit, max rel. diff ...)", how it differs, or why not checked."""
+    if record is None:
+        return "not compared with the official code yet"
+    where = f"{record['repository']}@{record['commit'][:7]}" if record.get("commit") else record["repository"]
+    if record["verdict"] == "not run":
+        return f"not compared with the official code ({where}): {record['reason']}"
+    diff = f"max rel. diff {record['max_rel_diff']:.1e}"
+    if record["verdict"] == "match":
+        return f"matches official code ({where}, {diff})"
+    return f"differs from official code ({where}, {diff} > {record['tolerance']:.0e})"
 
 
 def reference_config(name: str, spatial_dims: int | None = None) -> dict[str, Any]:
@@ -155,11 +184,15 @@ def load_measurements(path: Path | None = None) -> dict[str, dict[str, Any]]:
 
 
 def catalog_rows(task: str | None = None, spatial_dims: int | None = None,
-                 measurements: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                 measurements: dict[str, dict[str, Any]] | None = None,
+                 equivalence: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One dict per registry entry: its metadata, ``params`` (live, at the reference configuration) and, when a
     measurement at the current reference configuration exists, ``flops``, ``latency_ms``, ``peak_memory_mb`` and
-    the details under ``measured`` (stale measurements, taken at another preset or input, are left out)."""
+    the details under ``measured`` (stale measurements, taken at another preset or input, are left out);
+    ``official_code``: the equivalence harness's verdict line (:func:`equivalence_text`), ``equivalence`` its
+    record without the per-case details."""
     measurements = load_measurements() if measurements is None else measurements
+    equivalence = load_equivalence() if equivalence is None else equivalence
     rows = []
     for name in list_models(task=task, spatial_dims=spatial_dims):
         row = model_entry(name).as_dict()
@@ -171,6 +204,9 @@ def catalog_rows(task: str | None = None, spatial_dims: int | None = None,
         row["measured"] = {k: measured[k] for k in DETAIL_KEYS if k in measured} if current else None
         if current:
             row.update({k: measured.get(k) for k in HEADLINE_KEYS})
+        record = equivalence.get(name)
+        row["official_code"] = equivalence_text(record)
+        row["equivalence"] = None if record is None else {k: v for k, v in record.items() if k != "cases"}
         rows.append(row)
     return rows
 

@@ -7,7 +7,7 @@ A registry entry that imports official weights registers ``checkpoint_filter=fn`
 imports checkpoints written by medmamba itself (the keys are ours).
 
     report = medmamba.import_weights("umamba_bot", "checkpoint_final.pth", "umamba_bot.safetensors",
-                                     spatial_dims=3, in_channels=1, num_classes=14, features=..., strides=...)
+                                     preset="paper", spatial_dims=3, in_channels=1, num_classes=2)
     print(report.summary())
 """
 from __future__ import annotations
@@ -29,17 +29,19 @@ from medmamba.io_utils import atomic_dir, atomic_file, check_output_dir, check_o
 from medmamba.registry import create_model, model_entry
 
 STATE_DICT_KEYS = ("model", "state_dict", "network_weights")
-# nnU-Net's checkpoints log numpy scalars; these rebuild plain numbers and nothing else.
+# nnU-Net's checkpoints log numpy scalars; these rebuild plain numbers and nothing else (under numpy 1's and 2's
+# module names).
+_multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
 _NUMPY_SCALARS = [
-    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
-    (np._core.multiarray.scalar, "numpy._core.multiarray.scalar"),
+    (_multiarray.scalar, "numpy.core.multiarray.scalar"),
+    (_multiarray.scalar, "numpy._core.multiarray.scalar"),
     np.dtype,
     *(type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.float16,
                                   np.float32, np.float64)),
 ]
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike) -> Any:
     """A checkpoint's top-level object, read with ``torch.load(weights_only=True)`` (numpy scalars allowed).
 
     Args:
@@ -169,14 +171,14 @@ class ImportReport:
         return not self.missing and not self.mismatched
 
     def summary(self) -> str:
-        """The coverage report, one finding per line."""
+        """The coverage report: the counts, then each missing, mismatched and unused tensor on a line of its own."""
         lines = [f"{self.entry} <- {self.source}: loaded {len(self.loaded)} / {self.ours} tensors"]
         lines += [f"  missing (ours): {k}" for k in self.missing]
         lines += [f"  shape mismatch: {k}: checkpoint {tuple(a)}, ours {tuple(b)}" for k, a, b in self.mismatched]
         lines += [f"  unused (theirs): {k}" for k in self.unused]
         if self.aliases:
-            lines.append(f"  {len(self.aliases)} tensors held under two or more equal names (aliases), e.g. "
-                         + " = ".join(self.aliases[0]))
+            lines.append(f"  aliases accepted: {len(self.aliases)} tensors held under two or more equal names, e.g.\n"
+                         f"    {' = '.join(self.aliases[0])}")
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
@@ -324,10 +326,10 @@ def import_nnunet_results(source: str | os.PathLike, output: str | os.PathLike,
     results that stock nnU-Net predicts with medmamba's trainer (``-tr UMambaBotTrainer`` / ``UMambaEncTrainer``).
 
     Each ``<trainer>__<plans>__<configuration>`` folder becomes ``OUTPUT/<dataset>/<our trainer>__<plans>__
-    <configuration>``, written as medmamba writes output folders (``medmamba.io_utils.atomic_dir``): plans, dataset and fingerprint copied, every
-    fold's ``checkpoint_*.pth`` converted (``network_weights`` through the entry's checkpoint filter, nnU-Net's
-    checkpoint layout kept with ``trainer_name`` ours; the optimizer keeps its settings, not its momentum, whose
-    order follows the official parameters), the fold's other files copied.
+    <configuration>``, written as medmamba writes output folders (``medmamba.io_utils.atomic_dir``): plans, dataset
+    and fingerprint copied, every fold's ``checkpoint_*.pth`` converted (``network_weights`` through the entry's
+    checkpoint filter, nnU-Net's checkpoint layout kept with ``trainer_name`` ours; the optimizer keeps its
+    settings, not its momentum, whose order follows the official parameters), the fold's other files copied.
 
     Args:
         source: a forked trainer's results folder, a ``DatasetXXX_Name`` folder or an ``nnUNet_results`` folder.

@@ -89,7 +89,8 @@ def nnunet_plans(configuration_name: str, patch_size, strides, kernel_sizes, bas
     (2.2, which the papers' forks are): stock nnU-Net reads it too, converting it on load."""
     dims, n = len(patch_size), len(strides)
     configuration = {
-        "data_identifier": f"nnUNetPlans_{configuration_name}", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+        "data_identifier": f"nnUNetPlans_{configuration_name}", "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": 2,
         "patch_size": list(patch_size), "median_image_size_in_voxels": [2 * p for p in patch_size],
         "spacing": [1.0] * dims, "normalization_schemes": ["ZScoreNormalization"] * num_channels,
         "use_mask_for_norm": [False] * num_channels, "UNet_class_name": "PlainConvUNet",

@@ -19,7 +19,8 @@ def _run(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    header = ("name", "task", "dims", "family", "scan", "paper", "params", "paper params", "FLOPs", "CPU ms")
+    header = ("name", "task", "dims", "family", "scan", "paper", "params", "paper params", "FLOPs", "CPU ms",
+              "official code")
     table = [header]
     for r in rows:
         paper = r["paper"]
@@ -32,6 +33,7 @@ def _run(args) -> int:
             else f"{r['paper_params_m']:.2f}M" + ("" if r["params_source"] == "paper" else " (code)"),
             format_count(r.get("flops")),
             "-" if r.get("latency_ms") is None else f"{r['latency_ms']:.0f}",
+            _official_code(r["equivalence"]),
         ))
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for i, row in enumerate(table):
@@ -41,8 +43,18 @@ def _run(args) -> int:
     print(f"\n{len(rows)} models. params: ours at the reference configuration ('paper' preset where there is one); "
           "paper params marked (code): counted from the official code where the paper states none; "
           "FLOPs (2 per multiply-add, scans included) and CPU latency: batch 1 at the reference input, measured by "
-          "`python benchmarks/models.py --catalog`.")
+          "`python benchmarks/models.py --catalog`. official code: our outputs against the official code's at the "
+          "same weights (`python benchmarks/equivalence.py`; max relative difference, 'match' within 1e-4), "
+          "detailed with --json.")
     return 0
+
+
+def _official_code(record) -> str:
+    if record is None:
+        return "-"
+    if record["verdict"] == "not run":
+        return "not run"
+    return f"{record['verdict']} {record['max_rel_diff']:.0e}"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
