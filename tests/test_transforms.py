@@ -40,53 +40,47 @@ def make_plans(transpose, spacing, schemes, use_mask, configuration):
     }
 
 
-@pytest.mark.parametrize("transpose, spacing, schemes, use_mask, configuration", [
-    # anisotropic input: nnU-Net resamples in-plane (cubic), then along z separately (nearest)
-    ([0, 1, 2], [2.0, 1.1, 1.2], ["CTNormalization", "ZScoreNormalization"], [False, True], "3d_fullres"),
-    ([2, 0, 1], [1.2, 2.0, 1.1], ["ZScoreNormalization", "CTNormalization"], [False, False], "3d_fullres"),
-    ([0, 1, 2], [0.8, 0.8], ["CTNormalization", "RescaleTo01Normalization"], [False, False], "2d"),
-])
-def test_segmentation_pipelines_match_nnunet(tmp_path, transpose, spacing, schemes, use_mask, configuration):
-    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
-    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    image, _ = phantom_3d((10, 30, 28), (3.5, 0.9, 1.0), 2, seed=0)
-    channels = [image.copy(), image * 3 + 1]
+@pytest.mark.parametrize("transpose, schemes", [([0, 1, 2], ["CTNormalization", "ZScoreNormalization"]),
+                                                ([2, 0, 1], ["ZScoreNormalization", "RescaleTo01Normalization"])])
+def test_segmentation_round_trip_restores_the_label_map(tmp_path, transpose, schemes):
+    """At the image's own spacing nnU-Net only crops to the non-zero region and transposes: logits made from the
+    label map cropped and transposed here by index arithmetic come back as that label map on the input grid."""
+    spacing = (3.5, 0.9, 1.0)
+    image, label = phantom_3d((10, 30, 28), spacing, 2, seed=0)
     files = []
-    for c, array in enumerate(channels):
+    for c, array in enumerate([image.copy(), image * 3 + 1]):
         array[:, :2] = 0  # a zero border: nnU-Net crops it away
         files.append(str(tmp_path / f"case_{c:04d}.nii.gz"))
-        write_sitk(array, files[-1], (3.5, 0.9, 1.0), origin=(5.0, -3.0, 2.0))
-    plans = make_plans(transpose, spacing, schemes, use_mask, configuration)
-    pm = PlansManager(copy.deepcopy(plans))
-    cm = pm.get_configuration(configuration)
-    data, props = SimpleITKIO().read_images(files)
-    reference = DefaultPreprocessor(verbose=False).run_case_npy(data, None, props, pm, cm, DATASET_JSON)[0]
-
-    pre = segmentation_preprocessing(plans, DATASET_JSON, configuration)
-    out = pre({"image": files})["image"]
-    assert tuple(out.shape) == reference.shape
-    np.testing.assert_allclose(np.asarray(out), reference, atol=1e-5)
-
-    logits = torch.nn.functional.avg_pool3d(torch.randn((1, 3) + tuple(out.shape[1:])), 3, 1, 1)[0] * 5
-    expected = convert_predicted_logits_to_segmentation_with_correct_shape(
-        logits.clone(), pm, cm, pm.get_label_manager(DATASET_JSON), props)
-    pred = MetaTensor(logits, meta=out.meta, applied_operations=out.applied_operations)
-    seg = segmentation_postprocessing(pre)({"image": out, "pred": pred})["pred"]
-    np.testing.assert_array_equal(np.asarray(seg[0]).transpose(2, 1, 0), expected)
+        write_sitk(array, files[-1], spacing, origin=(5.0, -3.0, 2.0))
+    label[:, :2] = 0
+    plans = make_plans(transpose, [spacing[i] for i in transpose], schemes, [False, False], "3d_fullres")
+    pre = segmentation_preprocessing(plans, DATASET_JSON, "3d_fullres")
+    out = pre({"image": files})
+    cropped = np.ascontiguousarray(label[:, 2:].transpose(transpose))
+    assert tuple(out["image"].shape) == (2, *cropped.shape)
+    body = out["image"][0].numpy()
+    if schemes[0] == "ZScoreNormalization":  # z-score over the cropped volume
+        assert abs(body.mean()) < 1e-4 and abs(body.std() - 1) < 1e-3
+    logits = torch.nn.functional.one_hot(torch.from_numpy(cropped).long(), 3).permute(3, 0, 1, 2).float() * 10
+    seg = segmentation_postprocessing(pre)({**out, "pred": logits})["pred"]
+    np.testing.assert_array_equal(seg.numpy(), label)
 
 
-def test_ct_normalization_matches_nnunet_class():
-    from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization
+@pytest.mark.nnunet
+def test_segmentation_preprocessing_matches_nnunet_plan_and_preprocess(nnunet_phantom_preprocessed):
+    """Our transform on a raw case gives the array nnU-Net's own plan_and_preprocess wrote for it."""
+    from pathlib import Path
 
-    from medmamba.transforms.segmentation import nnunet_normalization
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
-    x = np.random.default_rng(0).normal(0.6, 0.5, (1, 9, 8, 7)).astype(np.float32)
-    expected = CTNormalization(False, FG).run(x[0].copy())
-    np.testing.assert_allclose(np.asarray(nnunet_normalization("CTNormalization", False, FG)(x))[0], expected,
-                               atol=1e-6)
+    data = nnunet_phantom_preprocessed
+    base = Path(data["folders"]["nnUNet_preprocessed"], data["dataset_name"])
+    folder = base / "nnUNetPlans_3d_fullres"
+    case = sorted(p.name[: -len("_0000.nii.gz")] for p in Path(data["raw_images"]).iterdir())[0]
+    expected = np.asarray(infer_dataset_class(str(folder))(str(folder)).load_case(case)[0])
+    pre = segmentation_preprocessing(base / "nnUNetPlans.json", base / "dataset.json", "3d_fullres")
+    out = pre({"image": [str(Path(data["raw_images"]) / f"{case}_0000.nii.gz")]})["image"]
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
 
 
 def _image(seed=0, shape=(1, 48, 48)):

@@ -58,7 +58,9 @@ def scan_route_groups(xs: torch.Tensor, groups: Sequence[RouteSSM]) -> torch.Ten
         groups: the modules whose per-route parameters are concatenated along K.
 
     Returns:
-        (B, K, d_inner, L) in float32 (or xs's dtype when that is float64).
+        (B, K, d_inner, L) in float32 (float64 for float64 xs): as VMamba's and MHS-VM's code, the scan's inputs are
+        upcast after the projections, so that what follows (sums over routes, MHS-VM's gated fusion) runs in float32
+        under fp16/bf16 autocast.
     """
     first = groups[0]
     b, k, d, length = xs.shape
@@ -76,11 +78,11 @@ def scan_route_groups(xs: torch.Tensor, groups: Sequence[RouteSSM]) -> torch.Ten
     dts, bs, cs = torch.split(x_dbl, [first.dt_rank, first.d_state, first.d_state], dim=2)
     dts = torch.einsum("bkrl,kdr->bkdl", dts, cat("dt_projs_weight").to(xs.dtype))
     ys = selective_scan(
-        xs.reshape(b, k * d, length),
-        dts.reshape(b, k * d, length),
+        xs.reshape(b, k * d, length).to(state_dtype),
+        dts.reshape(b, k * d, length).to(state_dtype),
         -torch.exp(cat("A_logs").to(state_dtype)),
-        bs.contiguous(),
-        cs.contiguous(),
+        bs.to(state_dtype).contiguous(),
+        cs.to(state_dtype).contiguous(),
         cat("Ds").to(state_dtype),
         delta_bias=cat("dt_projs_bias").to(state_dtype).view(-1),
         delta_softplus=True,
