@@ -83,7 +83,7 @@ def mixer_reference(mixer, x, spatial=None):
             merged[:, :, idx] += ys[:, k]
         else:
             merged += ys[:, k] if k == 0 else ys[:, k].flip(-1)
-    y = merged.transpose(1, 2) / len(seqs) * F.silu(z)
+    y = merged.transpose(1, 2) / (1 if mixer.sum_directions else len(seqs)) * F.silu(z)
     return F.linear(y, mixer.out_proj.weight.double())
 
 
@@ -96,12 +96,13 @@ def test_mamba_mixer_matches_float64_reference(kwargs):
         torch.testing.assert_close(mixer(x).double(), mixer_reference(mixer, x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("sum_directions", [False, True])
 @pytest.mark.parametrize("dims", [2, 3])
-def test_mamba_mixer_over_routes_matches_reference(dims):
+def test_mamba_mixer_over_routes_matches_reference(dims, sum_directions):
     torch.manual_seed(0)
     spatial = (3, 4) if dims == 2 else (2, 3, 4)
     routes = default_routes(dims)[:3]
-    mixer = MambaMixer(4, d_state=3, routes=routes)
+    mixer = MambaMixer(4, d_state=3, routes=routes, sum_directions=sum_directions)
     x = torch.randn(1, int(torch.tensor(spatial).prod()), 4)
     with torch.no_grad():
         torch.testing.assert_close(mixer(x, spatial).double(), mixer_reference(mixer, x, spatial), rtol=1e-4, atol=1e-5)

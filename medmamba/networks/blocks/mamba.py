@@ -16,7 +16,8 @@ class MambaMixer(nn.Module):
 
     Directions: one forward scan (Mamba / U-Mamba), forward + backward (``bidirectional=True``, Vim), or any
     cross-scan ``routes`` over the token grid (then ``forward`` needs ``spatial_shape``; SegMamba's
-    tri-orientated scan). Each direction has its own conv1d and S6 parameters; outputs are averaged.
+    tri-orientated scan). Each direction has its own conv1d and S6 parameters; outputs are averaged, or summed
+    with ``sum_directions`` (SegMamba's fork of mamba_ssm, ``bimamba_type="v3"``).
     """
 
     def __init__(
@@ -30,6 +31,7 @@ class MambaMixer(nn.Module):
         routes: Sequence[Route] | None = None,
         bias: bool = False,
         conv_bias: bool = True,
+        sum_directions: bool = False,
     ):
         super().__init__()
         if routes is not None and bidirectional:
@@ -38,7 +40,7 @@ class MambaMixer(nn.Module):
         self.bidirectional = bidirectional
         k = len(self.routes) if self.routes is not None else 1 + bidirectional
         d_inner = expand * dim
-        self.d_inner, self.num_directions = d_inner, k
+        self.d_inner, self.num_directions, self.sum_directions = d_inner, k, sum_directions
         self.in_proj = nn.Linear(dim, 2 * d_inner, bias=bias)
         self.conv1d = nn.Conv1d(k * d_inner, k * d_inner, d_conv, groups=k * d_inner, padding=d_conv - 1, bias=conv_bias)
         self.ssm = RouteSSM(d_inner, k, d_state, dt_rank_for(dim, dt_rank))
@@ -64,7 +66,9 @@ class MambaMixer(nn.Module):
             y = ys[:, 0] + ys[:, 1].flip(-1)
         else:
             y = ys[:, 0]
-        y = y.reshape(b, self.d_inner, length).transpose(1, 2) / self.num_directions
+        y = y.reshape(b, self.d_inner, length).transpose(1, 2)
+        if not self.sum_directions:
+            y = y / self.num_directions
         return self.out_proj(y * F.silu(z))
 
 
@@ -105,20 +109,20 @@ class MambaLayer(nn.Module):
 
 
 class ResidualVisionMambaLayer(nn.Module):
-    """LightM-UNet's RVM layer on a channels-first map: ``proj(norm(mamba(norm(x)) + s * norm(x)))`` with a
-    learnable scale ``s`` on the residual and a linear projection to ``out_dim``."""
+    """LightM-UNet's RVM layer on a channels-first map: ``proj(norm(mamba(norm(x)) + s * x))`` over the voxels as
+    tokens, with a learnable scale ``s`` on the residual, one LayerNorm applied twice (as the official
+    ``MambaLayer``) and a linear projection to ``out_dim``."""
 
     def __init__(self, dim: int, out_dim: int | None = None, **mixer_kwargs):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.mixer = MambaMixer(dim, **mixer_kwargs)
         self.skip_scale = nn.Parameter(torch.ones(1))
-        self.out_norm = nn.LayerNorm(dim)
         self.proj = nn.Linear(dim, out_dim or dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, *spatial = x.shape
-        tokens = self.norm(x.flatten(2).transpose(1, 2))
-        tokens = self.mixer(tokens, spatial_shape=spatial) + self.skip_scale * tokens
-        tokens = self.proj(self.out_norm(tokens))
+        tokens = x.flatten(2).transpose(1, 2)
+        tokens = self.mixer(self.norm(tokens), spatial_shape=spatial) + self.skip_scale * tokens
+        tokens = self.proj(self.norm(tokens))
         return tokens.transpose(1, 2).reshape(b, -1, *spatial)
