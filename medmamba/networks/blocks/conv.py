@@ -25,11 +25,12 @@ def conv_nd(spatial_dims: int, in_channels: int, out_channels: int, kernel_size:
                 groups=groups, bias=bias)
 
 
-def transposed_conv_nd(spatial_dims: int, in_channels: int, out_channels: int, stride: Size) -> nn.Module:
-    """Learned upsampling by ``stride`` (kernel = stride), as nnU-Net's decoder."""
+def transposed_conv_nd(spatial_dims: int, in_channels: int, out_channels: int, stride: Size,
+                       bias: bool = True) -> nn.Module:
+    """Learned upsampling by ``stride`` (kernel = stride), as nnU-Net's decoder (UNETR's has no bias)."""
     conv = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)[spatial_dims - 1]
     s = as_tuple(stride, spatial_dims)
-    return conv(in_channels, out_channels, s, s)
+    return conv(in_channels, out_channels, s, s, bias=bias)
 
 
 def instance_norm(spatial_dims: int, channels: int) -> nn.Module:

@@ -37,8 +37,9 @@ def per_stage(value, n_stages: int, name: str) -> list:
 
 class UNetDecoder(nn.Module):
     """``deep_supervision`` is the attribute nnU-Net's ``set_deep_supervision_enabled`` toggles.
-    ``unfused``: decoder stages that take the upsampled features alone, without their skip (U-Mamba's 2D nets
-    leave out the full-resolution skip)."""
+    ``heads``: one per decoder stage, highest resolution first, or fewer: deep supervision then outputs only the
+    stages that have one (Swin-UMamba supervises four of its five). ``unfused``: decoder stages that take the
+    upsampled features alone, without their skip (U-Mamba's 2D nets leave out the full-resolution skip)."""
 
     def __init__(self, ups: Sequence[nn.Module], stages: Sequence[nn.Module], heads: Sequence[nn.Module],
                  fuse: str = "cat", final_up: nn.Module | None = None, deep_supervision: bool = False,
@@ -62,7 +63,7 @@ class UNetDecoder(nn.Module):
             x = self.stages[i](x)
             if i == 0:
                 outputs.append(self.heads[0](x if self.final_up is None else self.final_up(x)))
-            elif self.deep_supervision:
+            elif self.deep_supervision and i < len(self.heads):
                 outputs.append(self.heads[i](x))
         return outputs[::-1]
 
