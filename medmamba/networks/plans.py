@@ -81,9 +81,9 @@ def build_from_configuration(model_name: str, configuration_manager, num_input_c
                              num_output_channels: int, enable_deep_supervision: bool = True,
                              **overrides: Any) -> nn.Module:
     """``build_from_plans`` for nnU-Net 2.8's ``build_network_architecture(plans_manager,
-    configuration_manager, ...)`` signature; a builder that takes ``patch_size`` gets the planned one."""
-    if "patch_size" in inspect.signature(model_entry(model_name).builder).parameters:
-        overrides = {"patch_size": tuple(int(p) for p in configuration_manager.patch_size), **overrides}
+    configuration_manager, ...)`` signature; a builder that takes ``planned_patch_size`` gets the plan's patch."""
+    if "planned_patch_size" in inspect.signature(model_entry(model_name).builder).parameters:
+        overrides = {"planned_patch_size": tuple(int(p) for p in configuration_manager.patch_size), **overrides}
     return build_from_plans(
         model_name,
         configuration_manager.network_arch_init_kwargs,

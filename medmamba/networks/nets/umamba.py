@@ -242,7 +242,7 @@ def umamba_bot(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 
     paper=PAPER, code_url=CODE,
     reported=(ReportedResult("Abdomen CT (FLARE22 organs)", "DSC", 86.38),),
     paper_params_m=42.75, params_source="official code",
-    presets={"paper": dict(NNUNET_3D, patch_size=128), "tiny": TINY},
+    presets={"paper": dict(NNUNET_3D, planned_patch_size=128), "tiny": TINY},
     reference_input={3: (1, 128, 128, 128), 2: (1, 512, 512)},
     trainer="UMambaEncTrainer", checkpoint_filter=checkpoint_filter,
     notes=NOTES + " Mamba after every encoder stage in 3D, full resolution included (costly on a CPU); in 2D "
@@ -251,8 +251,9 @@ def umamba_bot(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 
 def umamba_enc(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
                features: Sequence[int] = (16, 32, 64, 128), strides: Sequence = (1, 2, 2, 2),
                kernel_sizes: Sequence | None = None, n_conv_per_stage: int | Sequence[int] = 2,
-               n_conv_per_stage_decoder: int | Sequence[int] = 2, patch_size: int | Sequence[int] | None = None,
-               d_state: int = 16, deep_supervision: bool = False) -> SegUNet:
+               n_conv_per_stage_decoder: int | Sequence[int] = 2,
+               planned_patch_size: int | Sequence[int] | None = None, d_state: int = 16,
+               deep_supervision: bool = False) -> SegUNet:
     """U-Mamba_Enc: a Mamba layer after encoder stages (every stage in 3D, every other one ending at the last in
     2D).
 
@@ -265,8 +266,9 @@ def umamba_enc(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 
         kernel_sizes: per-stage conv kernels (default 3).
         n_conv_per_stage: the plan's encoder blocks per stage (the deeper half gets 1, as the official code).
         n_conv_per_stage_decoder: the plan's decoder blocks per stage, deepest first (likewise trimmed).
-        patch_size: the planned patch (an int: the same edge in every dim). A stage whose feature map has no more
-            voxels than channels then scans its channels as tokens, as the official code; None: voxels everywhere.
+        planned_patch_size: nnU-Net's patch size (an int: the same edge in every dim). A stage whose feature map
+            has no more voxels than channels then scans its channels as tokens, as the official code; None: voxels
+            everywhere.
         d_state: Mamba's state size.
         deep_supervision: return the outputs of every decoder stage, highest resolution first.
 
@@ -275,8 +277,8 @@ def umamba_enc(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 
     """
     n = len(features)
     with_mamba = range(n) if spatial_dims == 3 else [s for s in range(n) if (s % 2 == 1) != (n % 2 == 1)]
-    sizes = (None if patch_size is None
-             else _feature_map_sizes(as_tuple(patch_size, spatial_dims), normalize_strides(strides, spatial_dims)))
+    sizes = (None if planned_patch_size is None else
+             _feature_map_sizes(as_tuple(planned_patch_size, spatial_dims), normalize_strides(strides, spatial_dims)))
     mamba = [None] * n
     for s in with_mamba:
         voxels = None if sizes is None else math.prod(sizes[s])
