@@ -12,10 +12,11 @@ g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1} walked back through the chunk, form
 pass. dB and dC are shared by a group's channels: each part sums into its own partial, added up afterwards; dA and
 dD are kept per batch and summed afterwards.
 
-exp is a float32 polynomial (Cephes' expf: range reduction by ln 2, degree-6 polynomial, 2**k from the exponent
-bits) that LLVM vectorises; the libm call would not vectorise here (numba's SVML path needs a patched LLVM that
-llvmlite no longer ships). Arguments below -87 give 0 (the true value is below float32's smallest normal),
-above 88 give inf. float64 inputs are computed in float64 with libm's exp.
+exp is a float32 polynomial (range reduction by ln 2, degree-6 Taylor polynomial, 2**k from the exponent bits;
+relative error below 3e-7) that LLVM vectorises; the libm call would not vectorise here (numba's SVML path needs a
+patched LLVM that llvmlite no longer ships). Its argument is clamped to [-87, 88], so decays never go below
+float32's smallest normal (as the torch path's floor) and it saturates at exp(88) = 1.7e38. float64 inputs are
+computed in float64 with libm's exp.
 
 Compiled kernels are cached on disk (``cache_dir()``, ``NUMBA_CACHE_DIR`` when set); a first compile is announced
 on the ``medmamba`` logger and its duration recorded there (``compile_record()``, shown by ``medmamba doctor``).
@@ -58,11 +59,10 @@ _OPTS = dict(cache=True, error_model="numpy", boundscheck=False,
              fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})  # NaN and inf keep their meaning
 
 _F32 = np.float32
-_LOG2E, _LN2_HI, _LN2_LO = _F32(1.4426950408889634), _F32(0.693359375), _F32(-2.12194440e-4)
-_EXP_P = tuple(_F32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
-                                  1.6666665459e-1, 5.0000001201e-1))
+_LOG2E, _LN2 = _F32(1.4426950408889634), _F32(0.6931471805599453)
+_EXP_TAYLOR = tuple(_F32(1 / math.factorial(k)) for k in range(7))  # 1, 1, 1/2, ..., 1/720
 _EXP_LO, _EXP_HI = _F32(-87.0), _F32(88.0)
-_ZERO32, _HALF32, _ONE32, _TWO32, _INF32 = _F32(0), _F32(0.5), _F32(1), _F32(2), _F32(np.inf)
+_ZERO32, _HALF32, _ONE32, _TWO32 = _F32(0), _F32(0.5), _F32(1), _F32(2)
 # log1p(e) = 2 atanh(s), s = e / (2 + e) in (0, 1/3] for e in (0, 1]: 2 (s + s^3/3 + ... + s^13/13)
 _ATANH_P = tuple(_F32(1 / k) for k in (3, 5, 7, 9, 11, 13))
 _SOFTPLUS_THRESHOLD = 20.0  # above it softplus(x) = x, as torch's
@@ -82,14 +82,13 @@ def _pow2_f32(typingctx, k):
 
 
 def _exp_f32(x):
-    clamped = _EXP_LO if x < _EXP_LO else x  # comparisons written so that NaN passes through
-    clamped = _EXP_HI if clamped > _EXP_HI else clamped
-    k = np.floor(clamped * _LOG2E + _HALF32)
-    r = clamped - k * _LN2_HI - k * _LN2_LO
-    p0, p1, p2, p3, p4, p5 = _EXP_P
-    p = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
-    result = (p * r * r + r + _ONE32) * _pow2_f32(k)
-    return _ZERO32 if x < _EXP_LO else (_INF32 if x > _EXP_HI else result)
+    # clamped so that 2**k stays a normal float (comparisons written so that NaN passes through)
+    x = _EXP_LO if x < _EXP_LO else x
+    x = _EXP_HI if x > _EXP_HI else x
+    k = np.floor(x * _LOG2E + _HALF32)
+    r = x - k * _LN2  # |r| <= ln(2) / 2; float32 ln 2 is off by 2e-9, k times that at most 3e-7
+    c0, c1, c2, c3, c4, c5, c6 = _EXP_TAYLOR  # degree 6: relative error below 2e-7 on |r| <= ln(2) / 2
+    return (c0 + r * (c1 + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * c6)))))) * _pow2_f32(k)
 
 
 def _exp(x):
@@ -174,6 +173,10 @@ def _block_steps(delta, u, bias, softplus, j0, cb, t0, n, raw, dt, x, u_blk):
             x[i, j] = dt[i, j] * u_blk[i, j]
 
 
+# The hot loops index whole arrays (h[k, j]) rather than taking row views (h[k]): in numba each view costs a
+# reference-count update, an atomic operation, per step.
+
+
 @njit(**_OPTS)
 def _forward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, last, ckpt):
     """One block of up to ``lanes`` channels of one group and batch (see _forward_kernel); the channels are the
@@ -184,38 +187,37 @@ def _forward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, 
     blocks = -(-dg // lanes)
     gate, save = z.size > 0, ckpt.size > 0
     zero = At.dtype.type(0)
-    if True:
-        b, g, q = task // (G * blocks), task // blocks % G, task % blocks
-        j0, cb = g * dg + q * lanes, min(lanes, dg - q * lanes)
-        B_g, C_g = Bt[b, g], Ct[b, g]
-        A_blk = At[:, j0:j0 + cb]
-        h = np.zeros((N, cb), At.dtype)
-        buffers = np.empty((6, CHUNK, cb), At.dtype)
-        raw, dt, x, u_blk, y, z_blk = buffers[0], buffers[1], buffers[2], buffers[3], buffers[4], buffers[5]
-        for t0 in range(0, L, CHUNK):
-            n = min(CHUNK, L - t0)
-            if save:
-                _copy(h, ckpt[b, t0 // CHUNK, :, j0:j0 + cb])
-            _block_steps(delta[b], u[b], bias, softplus, j0, cb, t0, n, raw, dt, x, u_blk)
-            for i in range(n):
-                B_t, C_t, dt_i, x_i, y_i = B_g[t0 + i], C_g[t0 + i], dt[i], x[i], y[i]
-                y_i[:] = zero
-                for k in range(N):
-                    b_k, c_k, A_k, h_k = B_t[k], C_t[k], A_blk[k], h[k]
-                    for j in range(cb):
-                        h_kj = _exp(dt_i[j] * A_k[j]) * h_k[j] + x_i[j] * b_k
-                        h_k[j] = h_kj
-                        y_i[j] += h_kj * c_k
+    b, g, q = task // (G * blocks), task // blocks % G, task % blocks
+    j0, cb = g * dg + q * lanes, min(lanes, dg - q * lanes)
+    B_g, C_g = Bt[b, g], Ct[b, g]
+    A_blk = np.empty((N, cb), At.dtype)
+    _copy(At[:, j0:j0 + cb], A_blk)
+    h = np.zeros((N, cb), At.dtype)
+    buffers = np.empty((6, CHUNK, cb), At.dtype)
+    raw, dt, x, u_blk, y, z_blk = buffers[0], buffers[1], buffers[2], buffers[3], buffers[4], buffers[5]
+    for t0 in range(0, L, CHUNK):
+        n = min(CHUNK, L - t0)
+        if save:
+            _copy(h, ckpt[b, t0 // CHUNK, :, j0:j0 + cb])
+        _block_steps(delta[b], u[b], bias, softplus, j0, cb, t0, n, raw, dt, x, u_blk)
+        y[:] = zero
+        for i in range(n):
+            for k in range(N):
+                b_k, c_k = B_g[t0 + i, k], C_g[t0 + i, k]
+                for j in range(cb):
+                    h_kj = _exp(dt[i, j] * A_blk[k, j]) * h[k, j] + x[i, j] * b_k
+                    h[k, j] = h_kj
+                    y[i, j] += h_kj * c_k
+        for i in range(n):
+            for j in range(cb):
+                y[i, j] += D[j0 + j] * u_blk[i, j]
+        if gate:
+            _gather_block(z[b], j0, cb, t0, n, z_blk)
             for i in range(n):
                 for j in range(cb):
-                    y[i, j] += D[j0 + j] * u_blk[i, j]
-            if gate:
-                _gather_block(z[b], j0, cb, t0, n, z_blk)
-                for i in range(n):
-                    for j in range(cb):
-                        y[i, j] *= z_blk[i, j] * _sigmoid(z_blk[i, j])
-            _scatter_block(y, j0, cb, t0, n, out[b])
-        _copy(h, last[b, :, j0:j0 + cb])
+                    y[i, j] *= z_blk[i, j] * _sigmoid(z_blk[i, j])
+        _scatter_block(y, j0, cb, t0, n, out[b])
+    _copy(h, last[b, :, j0:j0 + cb])
 
 
 @njit(parallel=True, **_OPTS)
@@ -231,10 +233,7 @@ def _forward_kernel(u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, last
 @njit(**_OPTS)
 def _backward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt, dout, dlast, du, ddelta, dz, dA,
                    dD, dB, dC):
-    """Inputs as _forward_kernel's; dout: (batch, dim, L); dlast: (batch, N, dim). Writes du, ddelta, dz (empty
-    without gate): (batch, dim, L); dA: (batch, N, dim); dD: (batch, dim); and adds into dB, dC:
-    (parts, batch, G, L, N), zero on entry: one task per (part, batch, group), each summing its share of the
-    group's channel blocks into its own partial."""
+    """One (part, batch, group): the part's share of the group's channel blocks (see _backward_kernel)."""
     batch, dim, L = u.shape
     G, N = Bt.shape[1], At.shape[0]
     dg = dim // G
@@ -242,88 +241,89 @@ def _backward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt
     parts = dB.shape[0]
     gate = z.size > 0
     zero, one = At.dtype.type(0), At.dtype.type(1)
-    if True:
-        p, b, g = task // (batch * G), task // G % batch, task % G
-        B_g, C_g, dB_p, dC_p = Bt[b, g], Ct[b, g], dB[p, b, g], dC[p, b, g]
-        for q in range(p, blocks, parts):
-            j0, cb = g * dg + q * lanes, min(lanes, dg - q * lanes)
-            A_blk = At[:, j0:j0 + cb]
-            states = np.empty((CHUNK + 1, N, cb), At.dtype)  # states[i] enters step t0 + i
-            decay = np.empty((CHUNK, N, cb), At.dtype)
-            buffers = np.empty((9, CHUNK, cb), At.dtype)
-            raw, dt, x, u_blk, y, z_blk, dy, du_blk, ddt = (buffers[0], buffers[1], buffers[2], buffers[3],
-                                                           buffers[4], buffers[5], buffers[6], buffers[7], buffers[8])
-            adjoint = dlast[b, :, j0:j0 + cb].copy()  # of the state leaving the current step, decayed one step
-            dA_blk = np.zeros((N, cb), At.dtype)
-            dD_blk = np.zeros(cb, At.dtype)
-            for t0 in range(CHUNK * ((L - 1) // CHUNK), -1, -CHUNK):
-                n = min(CHUNK, L - t0)
-                _block_steps(delta[b], u[b], bias, softplus, j0, cb, t0, n, raw, dt, x, u_blk)
-                _copy(ckpt[b, t0 // CHUNK, :, j0:j0 + cb], states[0])
-                for i in range(n):
-                    B_t, C_t, dt_i, x_i, y_i = B_g[t0 + i], C_g[t0 + i], dt[i], x[i], y[i]
-                    y_i[:] = zero
-                    for k in range(N):
-                        b_k, c_k, A_k, h_prev, h_k, a_k = B_t[k], C_t[k], A_blk[k], states[i, k], states[i + 1, k], \
-                            decay[i, k]
-                        for j in range(cb):
-                            a = _exp(dt_i[j] * A_k[j])
-                            a_k[j] = a
-                            h_k[j] = a * h_prev[j] + x_i[j] * b_k
-                            y_i[j] += h_k[j] * c_k
-                # the gate: out = (y + D u) silu(z)
-                _gather_block(dout[b], j0, cb, t0, n, dy)
-                if gate:
-                    _gather_block(z[b], j0, cb, t0, n, z_blk)
-                    for i in range(n):
-                        for j in range(cb):
-                            z_ij, sig = z_blk[i, j], _sigmoid(z_blk[i, j])
-                            z_blk[i, j] = dy[i, j] * (y[i, j] + D[j0 + j] * u_blk[i, j]) * sig * (
-                                one + z_ij * (one - sig))
-                            dy[i, j] *= z_ij * sig
-                    _scatter_block(z_blk, j0, cb, t0, n, dz[b])
-                for i in range(n - 1, -1, -1):
-                    t = t0 + i
-                    B_t, C_t, dB_t, dC_t = B_g[t], C_g[t], dB_p[t], dC_p[t]
-                    dt_i, x_i, dy_i, dx_i, ddt_i = dt[i], x[i], dy[i], du_blk[i], ddt[i]
-                    dx_i[:] = zero
-                    ddt_i[:] = zero
-                    for k in range(N):
-                        b_k, c_k, A_k, g_k, h_prev, h_k, a_k, dA_k = B_t[k], C_t[k], A_blk[k], adjoint[k], \
-                            states[i, k], states[i + 1, k], decay[i, k], dA_blk[k]
-                        dB_tk, dC_tk = zero, zero
-                        for j in range(cb):
-                            g_h = g_k[j] + c_k * dy_i[j]  # adjoint of h_t
-                            dC_tk += dy_i[j] * h_k[j]
-                            dB_tk += g_h * x_i[j]
-                            dx_i[j] += g_h * b_k
-                            grad_exponent = g_h * h_prev[j] * a_k[j]  # d/d(dt A) of exp(dt A) h_{t-1}
-                            ddt_i[j] += grad_exponent * A_k[j]
-                            dA_k[j] += grad_exponent * dt_i[j]
-                            g_k[j] = g_h * a_k[j]
-                        dB_t[k] += dB_tk
-                        dC_t[k] += dC_tk
+    p, b, g = task // (batch * G), task // G % batch, task % G
+    B_g, C_g, dB_p, dC_p = Bt[b, g], Ct[b, g], dB[p, b, g], dC[p, b, g]
+    A_blk = np.empty((N, lanes), At.dtype)
+    states = np.empty((CHUNK + 1, N, lanes), At.dtype)  # states[i] enters step t0 + i
+    decay = np.empty((CHUNK, N, lanes), At.dtype)
+    adjoint = np.empty((N, lanes), At.dtype)  # of the state leaving the current step, times that step's decay
+    dA_blk = np.empty((N, lanes), At.dtype)
+    dD_blk = np.empty(lanes, At.dtype)
+    buffers = np.empty((9, CHUNK, lanes), At.dtype)
+    raw, dt, x, u_blk, y, z_blk, dy, du_blk, ddt = (buffers[0], buffers[1], buffers[2], buffers[3], buffers[4],
+                                                   buffers[5], buffers[6], buffers[7], buffers[8])
+    for q in range(p, blocks, parts):
+        j0, cb = g * dg + q * lanes, min(lanes, dg - q * lanes)
+        _copy(At[:, j0:j0 + cb], A_blk)
+        _copy(dlast[b, :, j0:j0 + cb], adjoint)
+        dA_blk[:] = zero
+        dD_blk[:] = zero
+        for t0 in range(CHUNK * ((L - 1) // CHUNK), -1, -CHUNK):
+            n = min(CHUNK, L - t0)
+            _block_steps(delta[b], u[b], bias, softplus, j0, cb, t0, n, raw, dt, x, u_blk)
+            _copy(ckpt[b, t0 // CHUNK, :, j0:j0 + cb], states[0])
+            y[:] = zero
+            for i in range(n):
+                for k in range(N):
+                    b_k, c_k = B_g[t0 + i, k], C_g[t0 + i, k]
+                    for j in range(cb):
+                        a = _exp(dt[i, j] * A_blk[k, j])
+                        decay[i, k, j] = a
+                        h_kj = a * states[i, k, j] + x[i, j] * b_k
+                        states[i + 1, k, j] = h_kj
+                        y[i, j] += h_kj * c_k
+            # the gate: out = (y + D u) silu(z)
+            _gather_block(dout[b], j0, cb, t0, n, dy)
+            if gate:
+                _gather_block(z[b], j0, cb, t0, n, z_blk)
                 for i in range(n):
                     for j in range(cb):
-                        dD_blk[j] += dy[i, j] * u_blk[i, j]
-                        ddt[i, j] += du_blk[i, j] * u_blk[i, j]
-                        du_blk[i, j] = du_blk[i, j] * dt[i, j] + dy[i, j] * D[j0 + j]
-                        if softplus:
-                            ddt[i, j] *= _sigmoid(raw[i, j])
-                _scatter_block(du_blk, j0, cb, t0, n, du[b])
-                _scatter_block(ddt, j0, cb, t0, n, ddelta[b])
-            _copy(dA_blk, dA[b, :, j0:j0 + cb])
-            for j in range(cb):
-                dD[b, j0 + j] = dD_blk[j]
+                        z_ij, sig = z_blk[i, j], _sigmoid(z_blk[i, j])
+                        z_blk[i, j] = dy[i, j] * (y[i, j] + D[j0 + j] * u_blk[i, j]) * sig * (one + z_ij * (one - sig))
+                        dy[i, j] *= z_ij * sig
+                _scatter_block(z_blk, j0, cb, t0, n, dz[b])
+            du_blk[:] = zero  # the gradient of x, until the last pass turns it into u's
+            ddt[:] = zero
+            for i in range(n - 1, -1, -1):
+                t = t0 + i
+                for k in range(N):
+                    b_k, c_k = B_g[t, k], C_g[t, k]
+                    dB_tk, dC_tk = zero, zero
+                    for j in range(cb):
+                        g_h = adjoint[k, j] + c_k * dy[i, j]  # adjoint of h_t
+                        dC_tk += dy[i, j] * states[i + 1, k, j]
+                        dB_tk += g_h * x[i, j]
+                        du_blk[i, j] += g_h * b_k
+                        grad_exponent = g_h * states[i, k, j] * decay[i, k, j]  # d/d(dt A) of exp(dt A) h_{t-1}
+                        ddt[i, j] += grad_exponent * A_blk[k, j]
+                        dA_blk[k, j] += grad_exponent * dt[i, j]
+                        adjoint[k, j] = g_h * decay[i, k, j]
+                    dB_p[t, k] += dB_tk
+                    dC_p[t, k] += dC_tk
+            for i in range(n):
+                for j in range(cb):
+                    dD_blk[j] += dy[i, j] * u_blk[i, j]
+                    ddt[i, j] += du_blk[i, j] * u_blk[i, j]
+                    du_blk[i, j] = du_blk[i, j] * dt[i, j] + dy[i, j] * D[j0 + j]
+                    if softplus:
+                        ddt[i, j] *= _sigmoid(raw[i, j])
+            _scatter_block(du_blk, j0, cb, t0, n, du[b])
+            _scatter_block(ddt, j0, cb, t0, n, ddelta[b])
+        _copy(dA_blk[:, :cb], dA[b, :, j0:j0 + cb])
+        for j in range(cb):
+            dD[b, j0 + j] = dD_blk[j]
 
 
 @njit(parallel=True, **_OPTS)
 def _backward_kernel(u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt, dout, dlast, du, ddelta, dz, dA, dD,
                      dB, dC):
-    """Inputs as _forward_kernel's; see _backward_task for the outputs. One task per (part, batch, group)."""
+    """Inputs as _forward_kernel's; dout: (batch, dim, L); dlast: (batch, N, dim). Writes du, ddelta, dz (empty
+    without gate): (batch, dim, L); dA: (batch, N, dim); dD: (batch, dim); and adds into dB, dC:
+    (parts, batch, G, L, N), zero on entry. One task per (part, batch, group), each summing its share of the
+    group's channel blocks into its own partial."""
     for task in prange(dB.shape[0] * u.shape[0] * Bt.shape[1]):
-        _backward_task(np.int64(task), u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt, dout, dlast, du, ddelta, dz,
-                       dA, dD, dB, dC)
+        _backward_task(np.int64(task), u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt, dout, dlast, du,
+                       ddelta, dz, dA, dD, dB, dC)
 
 
 # ---------------------------------------------------------------------------------------------------------------
