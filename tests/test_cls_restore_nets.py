@@ -103,6 +103,23 @@ def test_mambair_is_identity_plus_learned_residual(spatial_dims, shape):
         MambaIR(spatial_dims, 1, out_channels=2)
 
 
+def test_mambair_rgb_mean_shift_only_for_three_channels():
+    """As the official code: a 3-channel image is shifted by DIV2K's RGB mean before the net and back after; other
+    channel counts are not shifted. Same weights, so the shifted net is the plain one on x - mean, plus mean."""
+    torch.manual_seed(0)
+    kwargs = dict(embed_dim=8, depths=(1,), d_state=4, squeeze_factor=4)
+    plain, shifted = MambaIR(2, 3, **kwargs), MambaIR(2, 3, rgb_mean_shift=True, **kwargs)
+    shifted.load_state_dict(plain.state_dict())
+    assert "input_mean" not in shifted.state_dict()  # not a weight: official checkpoints do not hold it
+    mean = torch.tensor([0.4488, 0.4371, 0.4040]).view(1, 3, 1, 1)
+    x = torch.rand(2, 3, 10, 12)
+    torch.testing.assert_close(shifted(x), plain(x - mean) + mean)
+    gray, gray_shifted = MambaIR(2, 1, **kwargs), MambaIR(2, 1, rgb_mean_shift=True, **kwargs)
+    gray_shifted.load_state_dict(gray.state_dict())
+    x = torch.rand(1, 1, 10, 12)
+    torch.testing.assert_close(gray_shifted(x), gray(x), rtol=0, atol=0)
+
+
 def test_vim_middle_cls_token_sees_both_ends():
     """The class token sits mid-sequence; with the bidirectional scan its features depend on the first and
     the last patch. A forward-only scan would make it blind to the patches after it."""
@@ -112,9 +129,12 @@ def test_vim_middle_cls_token_sees_both_ends():
     net.forward_features(x).sum().backward()
     g = x.grad[0, 0].abs()
     assert g[:8, :8].sum() > 0 and g[-8:, -8:].sum() > 0
-    # A different grid interpolates the position embedding; the native grid uses it unchanged.
+    # The native grid uses the position embedding unchanged (in sequence order, the class token's row in the
+    # middle, as hustvl/Vim's); a different grid interpolates the patches' rows and keeps the class token's.
     assert net(torch.randn(2, 1, 48, 24)).shape == (2, 3)
-    assert torch.equal(net._patch_pos_embed(net.grid), net.pos_embed[:, 1:])
+    assert net._pos_embed(net.grid) is net.pos_embed
+    pos = net._pos_embed((6, 3))
+    assert pos.shape == (1, 6 * 3 + 1, 16) and torch.equal(pos[:, 9], net.pos_embed[:, 8])
 
 
 def test_medmamba_classifier_3d_and_widths():
