@@ -61,6 +61,25 @@ class LightMUNetTrainer(MedMambaTrainer):
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
 
+class SwinUMambaTrainer(MedMambaTrainer):
+    """Swin-UMamba (Liu et al. 2024) from scratch, as the official ``nnUNetTrainerSwinUMambaScratch``: AdamW (eps
+    1e-5), lr 1e-4, weight decay 5e-2, cosine annealing to 1e-6 over nnU-Net's 1000 epochs. The network ignores
+    the plan's stages, so deep supervision covers its four outputs (1, 1/2, 1/4, 1/8), as the official trainer."""
+
+    network_name = "swin_umamba"
+    recipe = {"initial_lr": 1e-4, "weight_decay": 5e-2}
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay,
+                                      eps=1e-5)
+        return optimizer, CosineLRScheduler(optimizer, self.initial_lr, self.num_epochs, min_lr=1e-6)
+
+    def _get_deep_supervision_scales(self):
+        if not self.enable_deep_supervision:
+            return None
+        return [[0.5**i] * len(self.configuration_manager.patch_size) for i in range(4)]
+
+
 class MambaOutTrainer(MedMambaTrainer):
     """MambaOut (Yu & Wang 2024) gated-CNN U-Net, the no-SSM control: MambaOut published no segmentation recipe
     for medical images, so it keeps nnU-Net's."""
@@ -69,7 +88,7 @@ class MambaOutTrainer(MedMambaTrainer):
 
 
 TRAINERS = (MHSVMTrainer, VMUNetTrainer, UMambaBotTrainer, UMambaEncTrainer, SegMambaTrainer, LightMUNetTrainer,
-            MambaOutTrainer)
+            SwinUMambaTrainer, MambaOutTrainer)
 EPOCH_VARIANTS = {"1epoch": 1, "5epochs": 5, "10epochs": 10, "50epochs": 50, "100epochs": 100, "250epochs": 250,
                   "500epochs": 500}
 

@@ -27,6 +27,7 @@ PAPER_RECIPES = {
     "UMambaEncTrainer": ("SGD", 1e-2, 3e-5, 1000),
     "SegMambaTrainer": ("SGD", 1e-2, 3e-5, 1000),
     "LightMUNetTrainer": ("Adam", 1e-4, 1e-5, 1000),
+    "SwinUMambaTrainer": ("AdamW", 1e-4, 5e-2, 1000),
     "MambaOutTrainer": ("SGD", 1e-2, 3e-5, 1000),
 }
 
@@ -158,10 +159,15 @@ def test_mhsvm_2d(nnunet_phantom_preprocessed):
     check_trained_fold(fold, nnunet_phantom_preprocessed, "MHSVMTrainer_tiny", epochs=1)
 
 
+# each trainer runs on 3d_fullres, or on its paper's configuration where the network is the paper's in 2D only
+# (Swin-UMamba's: the plan does not shape it, and its 3D extension at the paper's widths is heavy for a CPU test)
+CONFIGURATION = {"SwinUMambaTrainer": "2d"}
+
+
 @pytest.mark.parametrize("trainer", [t.__name__ for t in trainers.TRAINERS if t is not trainers.MHSVMTrainer])
-def test_trainer_3d_fullres(nnunet_phantom_preprocessed, trainer):
+def test_trainer_trains_and_validates(nnunet_phantom_preprocessed, trainer):
     name = f"{trainer}_tiny"
-    _, fold = train(nnunet_phantom_preprocessed, name, "3d_fullres")
+    _, fold = train(nnunet_phantom_preprocessed, name, CONFIGURATION.get(trainer, "3d_fullres"))
     check_trained_fold(fold, nnunet_phantom_preprocessed, name, epochs=1)
     debug = json.loads((fold / "debug.json").read_text())
     optimizer, lr, weight_decay, _ = PAPER_RECIPES[trainer]
