@@ -43,16 +43,23 @@ from numba.extending import intrinsic, overload
 CHUNK = 64  # steps between the checkpoints stored for backward
 
 
-def cache_dir() -> Path:
-    """Where compiled kernels are cached: ``NUMBA_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/medmamba/numba``
-    (``~/.cache/medmamba/numba``)."""
+def _default_cache_dir() -> Path:
+    """``NUMBA_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/medmamba/numba`` (``~/.cache/medmamba/numba``)."""
     if os.environ.get("NUMBA_CACHE_DIR"):
         return Path(os.environ["NUMBA_CACHE_DIR"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medmamba" / "numba"
 
 
 # numba reads the cache folder when a cached function is defined (below), not when it is imported
-numba.config.CACHE_DIR = str(cache_dir())
+numba.config.CACHE_DIR = str(_default_cache_dir())
+
+
+def cache_dir() -> Path:
+    """Where the compiled kernels are cached (chosen at import: ``NUMBA_CACHE_DIR`` if set, else
+    ``$XDG_CACHE_HOME/medmamba/numba``, by default ``~/.cache/medmamba/numba``)."""
+    return Path(numba.config.CACHE_DIR)
+
+
 _log = logging.getLogger(__name__)
 
 _OPTS = dict(cache=True, error_model="numpy", boundscheck=False,
@@ -144,28 +151,26 @@ def _copy(src, dst):
 
 
 @njit(**_OPTS)
-def _gather_block(src, j0, cb, t0, n, dst):
-    """dst[i, j] = src[j0 + j, t0 + i]: a block's channels of steps t0 .. t0 + n - 1, time-major."""
+def _gather_block(src, b, j0, cb, t0, n, dst):
+    """dst[i, j] = src[b, j0 + j, t0 + i]: a block's channels of steps t0 .. t0 + n - 1, time-major."""
     for j in range(cb):
-        row = src[j0 + j]
         for i in range(n):
-            dst[i, j] = row[t0 + i]
+            dst[i, j] = src[b, j0 + j, t0 + i]
 
 
 @njit(**_OPTS)
-def _scatter_block(src, j0, cb, t0, n, dst):
-    """dst[j0 + j, t0 + i] = src[i, j] (the inverse of _gather_block)."""
+def _scatter_block(src, b, j0, cb, t0, n, dst):
+    """dst[b, j0 + j, t0 + i] = src[i, j] (the inverse of _gather_block)."""
     for j in range(cb):
-        row = dst[j0 + j]
         for i in range(n):
-            row[t0 + i] = src[i, j]
+            dst[b, j0 + j, t0 + i] = src[i, j]
 
 
 @njit(**_OPTS)
-def _block_steps(delta, u, bias, softplus, j0, cb, t0, n, raw, dt, x, u_blk):
+def _block_steps(delta, u, bias, softplus, b, j0, cb, t0, n, raw, dt, x, u_blk):
     """For a block's channels and steps, time-major: raw = delta + bias, dt = softplus(raw) (or raw), u, x = dt u."""
-    _gather_block(delta, j0, cb, t0, n, raw)
-    _gather_block(u, j0, cb, t0, n, u_blk)
+    _gather_block(delta, b, j0, cb, t0, n, raw)
+    _gather_block(u, b, j0, cb, t0, n, u_blk)
     for i in range(n):
         for j in range(cb):
             raw[i, j] += bias[j0 + j]
@@ -173,8 +178,8 @@ def _block_steps(delta, u, bias, softplus, j0, cb, t0, n, raw, dt, x, u_blk):
             x[i, j] = dt[i, j] * u_blk[i, j]
 
 
-# The hot loops index whole arrays (h[k, j]) rather than taking row views (h[k]): in numba each view costs a
-# reference-count update, an atomic operation, per step.
+# Loops index whole arrays (h[k, j]) rather than taking row views (h[k]): in numba each view costs two
+# reference-count updates, atomic operations.
 
 
 @njit(**_OPTS)
@@ -199,7 +204,7 @@ def _forward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, 
         n = min(CHUNK, L - t0)
         if save:
             _copy(h, ckpt[b, t0 // CHUNK, :, j0:j0 + cb])
-        _block_steps(delta[b], u[b], bias, softplus, j0, cb, t0, n, raw, dt, x, u_blk)
+        _block_steps(delta, u, bias, softplus, b, j0, cb, t0, n, raw, dt, x, u_blk)
         y[:] = zero
         for i in range(n):
             for k in range(N):
@@ -212,11 +217,11 @@ def _forward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, 
             for j in range(cb):
                 y[i, j] += D[j0 + j] * u_blk[i, j]
         if gate:
-            _gather_block(z[b], j0, cb, t0, n, z_blk)
+            _gather_block(z, b, j0, cb, t0, n, z_blk)
             for i in range(n):
                 for j in range(cb):
                     y[i, j] *= z_blk[i, j] * _sigmoid(z_blk[i, j])
-        _scatter_block(y, j0, cb, t0, n, out[b])
+        _scatter_block(y, b, j0, cb, t0, n, out)
     _copy(h, last[b, :, j0:j0 + cb])
 
 
@@ -260,7 +265,7 @@ def _backward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt
         dD_blk[:] = zero
         for t0 in range(CHUNK * ((L - 1) // CHUNK), -1, -CHUNK):
             n = min(CHUNK, L - t0)
-            _block_steps(delta[b], u[b], bias, softplus, j0, cb, t0, n, raw, dt, x, u_blk)
+            _block_steps(delta, u, bias, softplus, b, j0, cb, t0, n, raw, dt, x, u_blk)
             _copy(ckpt[b, t0 // CHUNK, :, j0:j0 + cb], states[0])
             y[:] = zero
             for i in range(n):
@@ -273,15 +278,15 @@ def _backward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt
                         states[i + 1, k, j] = h_kj
                         y[i, j] += h_kj * c_k
             # the gate: out = (y + D u) silu(z)
-            _gather_block(dout[b], j0, cb, t0, n, dy)
+            _gather_block(dout, b, j0, cb, t0, n, dy)
             if gate:
-                _gather_block(z[b], j0, cb, t0, n, z_blk)
+                _gather_block(z, b, j0, cb, t0, n, z_blk)
                 for i in range(n):
                     for j in range(cb):
                         z_ij, sig = z_blk[i, j], _sigmoid(z_blk[i, j])
                         z_blk[i, j] = dy[i, j] * (y[i, j] + D[j0 + j] * u_blk[i, j]) * sig * (one + z_ij * (one - sig))
                         dy[i, j] *= z_ij * sig
-                _scatter_block(z_blk, j0, cb, t0, n, dz[b])
+                _scatter_block(z_blk, b, j0, cb, t0, n, dz)
             du_blk[:] = zero  # the gradient of x, until the last pass turns it into u's
             ddt[:] = zero
             for i in range(n - 1, -1, -1):
@@ -307,8 +312,8 @@ def _backward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt
                     du_blk[i, j] = du_blk[i, j] * dt[i, j] + dy[i, j] * D[j0 + j]
                     if softplus:
                         ddt[i, j] *= _sigmoid(raw[i, j])
-            _scatter_block(du_blk, j0, cb, t0, n, du[b])
-            _scatter_block(ddt, j0, cb, t0, n, ddelta[b])
+            _scatter_block(du_blk, b, j0, cb, t0, n, du)
+            _scatter_block(ddt, b, j0, cb, t0, n, ddelta)
         _copy(dA_blk[:, :cb], dA[b, :, j0:j0 + cb])
         for j in range(cb):
             dD[b, j0 + j] = dD_blk[j]

@@ -250,3 +250,46 @@ def test_torch_block_size_follows_the_last_level_cache(monkeypatch, cache, expec
     """A block's two float32 buffers fill at most half the last-level cache, within [2**18, 2**22] floats."""
     monkeypatch.setattr(selective_scan_torch_module, "_last_level_cache_bytes", lambda: cache)
     assert selective_scan_torch_module._block_elements() == expected
+
+
+def test_numba_cache_folder(monkeypatch, tmp_path):
+    """Kernels are cached under the user's cache folder (XDG_CACHE_HOME respected; NUMBA_CACHE_DIR wins), never
+    beside the installed sources."""
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert numba_module._default_cache_dir() == tmp_path / "medmamba" / "numba"
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert numba_module._default_cache_dir() == tmp_path / "elsewhere"
+    numba_module.warm_up((torch.float32,))
+    cache_path = Path(numba_module._forward_kernel.stats.cache_path)
+    assert numba_module.cache_dir() in cache_path.parents and any(cache_path.glob("*._forward_kernel-*.nbi"))
+    assert Path(numba_module.__file__).parent not in cache_path.parents
+
+
+def test_numba_compile_notice_and_record(monkeypatch, tmp_path, caplog):
+    """A compile of a scan kernel is announced in one log line and its duration recorded for `medmamba doctor`
+    (driven here by numba's compile events for the forward kernel)."""
+    from numba.core import event, types
+
+    monkeypatch.setattr(numba_module.numba.config, "CACHE_DIR", str(tmp_path))
+    assert numba_module.compile_record() is None
+    notice = numba_module._CompileNotice()
+    data = {"dispatcher": numba_module._forward_kernel, "args": (types.Array(types.float32, 3, "C"),),
+            "return_type": None}
+    with caplog.at_level("WARNING", logger=numba_module.__name__):
+        notice.on_start(event.Event("numba:compile", event.EventStatus.START, data))
+        notice.on_end(event.Event("numba:compile", event.EventStatus.END, data))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"medmamba: compiling the numba selective-scan forward kernel for float32 (first use; takes a while, then "
+        f"cached in {tmp_path})"]
+    record = numba_module.compile_record()
+    assert list(record["seconds"]) == ["forward-float32"] and record["seconds"]["forward-float32"] >= 0
+    notice.on_start(event.Event("numba:compile", event.EventStatus.START, {**data, "dispatcher": numba_module._copy}))
+    assert len(caplog.records) == 1  # helpers compiled along the way are not announced
+
+
+def test_doctor_warm_reports_the_numba_kernels():
+    from medmamba.cli.doctor import _numba_kernels
+
+    line = _numba_kernels(warm=True)
+    assert line.startswith("numba kernels: ") and " in " in line and str(numba_module.cache_dir()) in line
