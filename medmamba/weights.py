@@ -25,8 +25,11 @@ import torch
 import torch.nn as nn
 
 from medmamba.errors import MedMambaError
-from medmamba.io_utils import atomic_dir, atomic_file, check_output_dir, check_output_file
+from medmamba import io_utils
 from medmamba.registry import create_model, model_entry
+
+__all__ = ["Converted", "FORKED_TRAINERS", "ImportReport", "convert_state_dict", "extract_state_dict",
+           "import_nnunet_results", "import_weights", "load_checkpoint", "remap", "save_state_dict"]
 
 STATE_DICT_KEYS = ("model", "state_dict", "network_weights")
 # nnU-Net's checkpoints log numpy scalars; these rebuild plain numbers and nothing else (under numpy 1's and 2's
@@ -257,7 +260,7 @@ def import_weights(entry: str, checkpoint: str | os.PathLike | Mapping[str, torc
         The coverage report.
     """
     if output is not None:
-        check_output_file(output, overwrite)
+        io_utils.check_output_file(output, overwrite)
     if isinstance(checkpoint, Mapping):
         source, state_dict = "state dict", extract_state_dict(checkpoint)
     else:
@@ -291,7 +294,7 @@ def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | os.PathL
     from safetensors.torch import save_file
 
     path = Path(path)
-    with atomic_file(path, suffix=".safetensors") as tmp:
+    with io_utils.atomic_file(path, suffix=".safetensors") as tmp:
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}, str(tmp),
                   metadata=dict(metadata or {}))
     return path
@@ -352,13 +355,13 @@ def import_nnunet_results(source: str | os.PathLike, output: str | os.PathLike,
     for dataset, folder in found:
         theirs, plans_name, configuration = folder.name.split("__")
         target = output / dataset / f"{FORKED_TRAINERS[theirs]}__{plans_name}__{configuration}"
-        check_output_dir(target, "import-nnunet", overwrite)
+        io_utils.check_output_dir(target, "import-nnunet", overwrite)
         for name in _TRAINER_FILES[:2]:
             if not (folder / name).is_file():
                 raise MedMambaError(f"{folder}: no {name}")
         jobs.append((folder, target, FORKED_TRAINERS[theirs], configuration))
     for folder, target, trainer, configuration in jobs:
-        with atomic_dir(target, "import-nnunet", overwrite) as tmp:
+        with io_utils.atomic_dir(target, "import-nnunet", overwrite) as tmp:
             for name in _TRAINER_FILES:
                 if (folder / name).is_file():
                     shutil.copy2(folder / name, tmp / name)
