@@ -120,3 +120,18 @@ def test_harness_recorded_a_match_on_the_paper_preset_and_both_plans(entry):
         plans = case["configuration"].get("nnunet_plans")
         stages = len(plans["pool_op_kernel_sizes"]) if plans else 6  # the paper preset: 6 stages
         assert len(case["outputs"]) == stages - 1  # deep supervision: every decoder stage compared
+
+
+def test_mamba_layer_runs_in_float32_under_autocast_and_on_the_meta_device():
+    from medmamba.networks.nets.umamba import UMambaLayer
+
+    torch.manual_seed(0)
+    layer = UMambaLayer(8, d_state=4).eval()
+    x = torch.randn(1, 8, 4, 4, 4).bfloat16()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    with torch.no_grad():
+        expected = layer(x.float())
+    assert y.dtype == torch.float32 and torch.equal(y, expected)
+    with torch.device("meta"):  # FLOPs are counted on the meta device
+        assert UMambaLayer(64, channel_tokens=True)(torch.empty(1, 8, 4, 4, 4)).shape == (1, 8, 4, 4, 4)

@@ -69,11 +69,16 @@ class UMambaLayer(nn.Module):
         self.mixer = MambaMixer(dim, d_state=d_state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            tokens = x.float().flatten(2)  # (B, C, voxels)
-            if self.channel_tokens:
-                return self.mixer(self.norm(tokens)).reshape(x.shape)
-            return self.mixer(self.norm(tokens.transpose(1, 2))).transpose(1, 2).reshape(x.shape)
+        if x.device.type != "meta" and torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return self._mamba(x.float())
+        return self._mamba(x.float())
+
+    def _mamba(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.flatten(2)  # (B, C, voxels)
+        if self.channel_tokens:
+            return self.mixer(self.norm(tokens)).reshape(x.shape)
+        return self.mixer(self.norm(tokens.transpose(1, 2))).transpose(1, 2).reshape(x.shape)
 
 
 def residual_stage(spatial_dims: int, in_channels: int, out_channels: int, num_blocks: int, kernel_size,
