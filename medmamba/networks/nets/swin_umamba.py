@@ -100,12 +100,13 @@ def checkpoint_filter(state_dict, model: nn.Module):
     presets={"paper": {}, "tiny": dict(stem_features=8, dims=(8, 16, 32, 64), depths=1, d_state=4)},
     reference_input={2: (1, 224, 224), 3: (1, 128, 128, 128)},
     trainer="SwinUMambaTrainer", checkpoint_filter=checkpoint_filter,
-    notes="The official network (nets/SwinUMamba.py, VMamba-Tiny encoder; 2 classes); the builder's defaults are "
-    "the paper's configuration, which nnU-Net plans do not change (as the official builder, only the channels and "
-    "classes come from them). The paper starts from ImageNet-pretrained VMamba weights; nothing is downloaded "
-    "here (random init, the official Scratch trainers), but such a checkpoint of the official network imports. "
-    "The input must be divisible by 32 in the official code; here it is padded. 3D is our extension (6 cross-scan "
-    "routes, 3D convs); the paper is 2D. Swin-UMamba-D (nets/SwinUMambaD.py, a Mamba decoder) is not provided.",
+    notes="The official network (nets/SwinUMamba.py, VMamba-Tiny encoder: 59.88M with 2 classes there and here). "
+    "The builder's defaults are the paper's configuration, which nnU-Net plans do not change: as the official "
+    "builder, only the channels and classes come from them. The paper starts from ImageNet-pretrained VMamba "
+    "weights; nothing is downloaded here (random init, as the official Scratch trainers), but trained official "
+    "checkpoints import (medmamba import-weights). The official code needs inputs divisible by 32; here they are "
+    "padded. 3D is our extension (6 cross-scan routes, 3D convs); the paper is 2D. Swin-UMamba-D "
+    "(nets/SwinUMambaD.py, a Mamba decoder) is not provided.",
 )
 def swin_umamba(spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2, stem_features: int = 48,
                 dims: Sequence[int] = (96, 192, 384, 768), depths: int | Sequence[int] = (2, 2, 9, 2),
