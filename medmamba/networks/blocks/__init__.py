@@ -1,8 +1,6 @@
 """Network blocks (MONAI-style networks/blocks): Mamba mixers, cross-scan mixers, patch ops, conv blocks."""
 from medmamba.networks.blocks.conv import (
     ConvNormAct,
-    DepthwiseSeparableConv,
-    GatedSpatialConv,
     ResConvBlock,
     conv_nd,
     conv_stage,
@@ -20,8 +18,6 @@ __all__ = [
     "ChannelsFirst",
     "ChannelsLast",
     "ConvNormAct",
-    "DepthwiseSeparableConv",
-    "GatedSpatialConv",
     "GatedCNNBlock",
     "MambaLayer",
     "MambaMixer",

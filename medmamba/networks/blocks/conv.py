@@ -82,24 +82,3 @@ def conv_stage(spatial_dims: int, in_channels: int, out_channels: int, num_block
         for i in range(max(1, num_blocks))
     ])
 
-
-class GatedSpatialConv(nn.Module):
-    """SegMamba's gated spatial convolution (GSC): ``x + Conv1(Conv3(Conv3(x)) * Conv1(x))``."""
-
-    def __init__(self, spatial_dims: int, channels: int):
-        super().__init__()
-        self.branch = nn.Sequential(ConvNormAct(spatial_dims, channels, channels, 3),
-                                    ConvNormAct(spatial_dims, channels, channels, 3))
-        self.gate = ConvNormAct(spatial_dims, channels, channels, 1)
-        self.proj = ConvNormAct(spatial_dims, channels, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.proj(self.branch(x) * self.gate(x))
-
-
-class DepthwiseSeparableConv(nn.Sequential):
-    """Depthwise ConvNd then pointwise projection (LightM-UNet's DWConv)."""
-
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, kernel_size: Size = 3):
-        super().__init__(conv_nd(spatial_dims, in_channels, in_channels, kernel_size, groups=in_channels),
-                         conv_nd(spatial_dims, in_channels, out_channels, 1))
