@@ -51,13 +51,24 @@ class SegMambaTrainer(MedMambaTrainer):
 
 
 class LightMUNetTrainer(MedMambaTrainer):
-    """LightM-UNet (Liao et al. 2024): Adam, lr 1e-4, weight decay 1e-5, poly schedule."""
+    """LightM-UNet (Liao et al. 2024), as the official ``nnUNetTrainerLightMUNet``: Adam (eps 1e-5), lr 1e-4,
+    weight decay 1e-5, poly schedule, no deep supervision. Its network is LightM-UNet's own configuration (the
+    builder's defaults): the plan sets only the dimensionality, the input channels and the classes."""
 
     network_name = "lightm_unet"
-    recipe = {"initial_lr": 1e-4, "weight_decay": 1e-5}
+    recipe = {"initial_lr": 1e-4, "weight_decay": 1e-5, "enable_deep_supervision": False}
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
+        from medmamba.registry import create_model
+
+        return create_model(cls.network_name, spatial_dims=len(configuration_manager.patch_size),
+                            in_channels=num_input_channels, out_channels=num_output_channels)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay,
+                                     eps=1e-5)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
 
