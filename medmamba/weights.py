@@ -247,7 +247,8 @@ def import_weights(entry: str, checkpoint: str | os.PathLike | Mapping[str, torc
         output: where to write our state dict as safetensors (written only when the report is complete, or with
             ``allow_partial``: then the tensors that loaded).
         model: ours to convert into; by default built with ``create_model`` from the arguments below (on the
-            meta device: only names and shapes are needed).
+            meta device: only names and shapes are needed). The arguments are recorded in the output's metadata
+            either way.
         preset: a preset of the entry.
         spatial_dims: 2 or 3 (default: the entry's first).
         in_channels: input channels of the checkpoint's model.
@@ -274,7 +275,7 @@ def import_weights(entry: str, checkpoint: str | os.PathLike | Mapping[str, torc
     report = convert_state_dict(entry, state_dict, model, source)
     if output is not None and (report.complete or allow_partial):
         metadata = {"entry": entry, "source": Path(source).name,
-                    **{k: repr(v) for k, v in config.items() if v is not None}}
+                    **{k: str(v) for k, v in config.items() if v is not None}}
         save_state_dict(report.state_dict, output, metadata)
     return report
 

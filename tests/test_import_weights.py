@@ -241,3 +241,12 @@ def test_import_nnunet_results_predict_with_stock_nnunet(official, tmp_path, cap
     assert "notes.txt" in capsys.readouterr().err
     assert main(["import-nnunet", str(source), "-o", str(out), "--overwrite"]) == 0
     assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_model_arguments_that_do_not_fit_get_one_line(official, tmp_path, capsys):
+    checkpoint = tmp_path / "official.pth"
+    torch.save(official, checkpoint)
+    assert main(["import-weights", "umamba_bot", str(checkpoint), "-o", str(tmp_path / "o.safetensors"),
+                 "--preset", "huge"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no preset 'huge'" in err

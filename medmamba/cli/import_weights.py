@@ -3,21 +3,25 @@ from __future__ import annotations
 
 
 def run(args) -> int:
+    import torch
+
     from medmamba.errors import MedMambaError
-    from medmamba.registry import list_models
+    from medmamba.registry import create_model, list_models
     from medmamba.weights import import_weights
 
     if args.entry not in list_models():
         raise MedMambaError(f"ENTRY {args.entry!r}: not a registered model (see `medmamba catalog`)")
     if args.output.suffix != ".safetensors":
         raise MedMambaError(f"-o {args.output}: the output is a .safetensors file")
+    config = dict(preset=args.preset, spatial_dims=args.spatial_dims, in_channels=args.in_channels,
+                  num_classes=args.num_classes)
     try:
-        report = import_weights(args.entry, args.checkpoint, args.output, preset=args.preset,
-                                spatial_dims=args.spatial_dims, in_channels=args.in_channels,
-                                num_classes=args.num_classes, allow_partial=args.allow_partial,
-                                overwrite=args.overwrite)
+        with torch.device("meta"):  # names and shapes are all the import needs
+            model = create_model(args.entry, **config)
     except (ValueError, TypeError) as err:  # the model arguments do not fit the entry
         raise MedMambaError(f"{args.entry}: {err}") from None
+    report = import_weights(args.entry, args.checkpoint, args.output, model=model, allow_partial=args.allow_partial,
+                            overwrite=args.overwrite, **config)
     print(report.summary())
     if report.complete or args.allow_partial:
         print(f"wrote {args.output}" + ("" if report.complete else f" ({len(report.loaded)} tensors, partial)"))
