@@ -128,8 +128,10 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         raise ValueError(f"selective_scan: backend={backend!r}; expected one of {BACKENDS}")
     B, C = _validate(u, delta, A, B, C, D, z, delta_bias)
     if backend == "auto":
-        backend = "triton" if u.is_cuda and triton_available() else _cpu_backend() if u.device.type == "cpu" \
-            else "torch"
+        if u.is_cuda:
+            backend = "triton" if triton_available() else "torch"
+        else:
+            backend = _cpu_backend() if u.device.type == "cpu" else "torch"
     if backend == "triton" and not (u.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
         raise ValueError(f"selective_scan: backend='triton' needs CUDA tensors (u is on {u.device}, shape "
                          f"{tuple(u.shape)}) or TRITON_INTERPRET=1")

@@ -1,16 +1,19 @@
 """Selective scan on the CPU with numba: one fused forward kernel and one fused reverse-time backward kernel.
 
-Forward, in parallel over (batch, channel) rows: each row walks L in chunks of CHUNK steps with its N-dim state in
-a small local array. Per chunk, a vectorised prologue forms delta' (bias, softplus) and x = delta' u, the recurrence
-h = exp(delta' A) h + x B, y = <C, h> runs with the innermost loop over N (contiguous, so it vectorises), and a
-vectorised epilogue adds D u and applies the silu(z) gate. For backward, only the state entering each chunk is
-stored (batch, dim, L / CHUNK, N).
+Channels are the vector lanes: a task owns a block of up to 64 channels of one group and batch, and every inner
+loop runs over the block's channels, contiguous in (N, channels) and (steps, channels) buffers (an inner loop over
+N = 16 would be shorter than LLVM's vectors; over channels it needs no horizontal sums).
 
-Backward, in parallel over (part, batch, group) units, each owning a slice of a group's channels: chunks in reverse,
-each chunk's states recomputed from its checkpoint into a (CHUNK + 1, N) buffer, then the adjoint
-g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1} walked back through the chunk, forming every gradient in the same
-pass. dB and dC are shared by a group's channels: each part sums into its own partial, added up afterwards; dA and
-dD are kept per batch and summed afterwards.
+Forward, in parallel over the blocks: L in chunks of CHUNK steps. Per chunk, the block's delta' (bias, softplus) and
+x = delta' u are formed for all its steps, then each step runs h = exp(delta' A) h + x B and y = <C, h> in one loop,
+then D u and the silu(z) gate. For backward, only the state entering each chunk is stored (batch, L / CHUNK, N,
+dim).
+
+Backward, in parallel over (part, batch, group), each part owning a share of the group's channel blocks: chunks in
+reverse, each chunk's states recomputed from its checkpoint into a (CHUNK + 1, N, channels) buffer, then the adjoint
+g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1} walked back through the chunk, forming every gradient in the same pass.
+dB and dC are shared by a group's channels: each part sums into its own partial, added up afterwards; dA and dD are
+kept per batch and summed afterwards.
 
 exp is a float32 polynomial (range reduction by ln 2, degree-6 Taylor polynomial, 2**k from the exponent bits;
 relative error below 3e-7) that LLVM vectorises; the libm call would not vectorise here (numba's SVML path needs a
@@ -109,6 +112,7 @@ def _softplus(x):
 
 
 def _sigmoid(x):
+    """1 / (1 + exp(-x)); numba only."""
     raise NotImplementedError
 
 

@@ -4,6 +4,7 @@ CPU backends (numba, torch) through the public function and so through the ``med
 The Triton kernels run on CPU under TRITON_INTERPRET=1 in a subprocess (the flag must be set before triton is
 imported): see tests/triton_interp_selective_scan.py, which reuses the reference and the cases defined here.
 """
+import importlib
 import os
 import subprocess
 import sys
@@ -166,6 +167,15 @@ def test_gradcheck_float64(monkeypatch, backend, L):
 def test_auto_backend_on_cpu_is_numba():
     inputs = make_inputs(dim=4, L=10)
     torch.testing.assert_close(selective_scan(**inputs), selective_scan(**inputs, backend="numba"), rtol=0, atol=0)
+
+
+def test_without_numba_auto_uses_torch_and_numba_says_why(monkeypatch):
+    dispatch = importlib.import_module("medmamba.kernels.selective_scan")  # the module, not the function
+    monkeypatch.setattr(dispatch, "_numba_problem", ["ImportError: No module named 'numba'"])
+    inputs = make_inputs(dim=4, L=10)
+    torch.testing.assert_close(selective_scan(**inputs), selective_scan(**inputs, backend="torch"), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"backend='numba' is unavailable \(ImportError: No module named 'numba'\)"):
+        selective_scan(**inputs, backend="numba")
 
 
 @pytest.mark.parametrize("name, bad, expected", [
