@@ -1,7 +1,7 @@
 """Network blocks (MONAI-style networks/blocks): Mamba mixers, cross-scan mixers, patch ops, conv blocks."""
 from medmamba.networks.blocks.conv import (
+    BasicResBlock,
     ConvNormAct,
-    ResConvBlock,
     conv_nd,
     conv_stage,
     transposed_conv_nd,
@@ -15,6 +15,7 @@ from medmamba.networks.blocks.ssm import RouteSSM
 from medmamba.networks.blocks.ssnd import SSND, VSSBlock
 
 __all__ = [
+    "BasicResBlock",
     "ChannelsFirst",
     "ChannelsLast",
     "ConvNormAct",
@@ -25,7 +26,6 @@ __all__ = [
     "PatchEmbed",
     "PatchExpanding",
     "PatchMerging",
-    "ResConvBlock",
     "ResidualVisionMambaLayer",
     "RouteSSM",
     "SSND",

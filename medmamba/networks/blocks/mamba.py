@@ -42,7 +42,8 @@ class MambaMixer(nn.Module):
         d_inner = expand * dim
         self.d_inner, self.num_directions, self.sum_directions = d_inner, k, sum_directions
         self.in_proj = nn.Linear(dim, 2 * d_inner, bias=bias)
-        self.conv1d = nn.Conv1d(k * d_inner, k * d_inner, d_conv, groups=k * d_inner, padding=d_conv - 1, bias=conv_bias)
+        self.conv1d = nn.Conv1d(k * d_inner, k * d_inner, d_conv, groups=k * d_inner, padding=d_conv - 1,
+                                bias=conv_bias)
         self.ssm = RouteSSM(d_inner, k, d_state, dt_rank_for(dim, dt_rank))
         self.out_proj = nn.Linear(d_inner, dim, bias=bias)
 

@@ -1,11 +1,13 @@
 """Registered networks (MONAI-style networks/nets); importing this package registers every model."""
-from medmamba.networks.nets import (  # noqa: F401  (segmentation)
+from medmamba.networks.nets import (  # noqa: F401  (segmentation)  # noqa: F401  (classification, restoration)
     lightm_unet,
+    mambair,
     mambaout_unet,
+    medmamba_cls,
     mhs_vm_unet,
     segmamba,
     swin_umamba,
     umamba,
+    vim,
     vm_unet,
 )
-from medmamba.networks.nets import mambair, medmamba_cls, vim  # noqa: F401  (classification, restoration)

@@ -20,7 +20,8 @@ import torch.nn as nn
 
 from medmamba.networks.blocks.conv import conv_nd, conv_stage
 from medmamba.networks.blocks.patch import ChannelsFirst, ChannelsLast, PatchEmbed, PatchExpanding, PatchMerging
-from medmamba.networks.nets._unet import SegUNet, drop_path_rates, normalize_strides, per_stage, seg_heads
+from medmamba.networks.blocks.stochastic_depth import drop_path_rates
+from medmamba.networks.nets._unet import SegUNet, normalize_strides, per_stage, seg_heads
 
 BlockFactory = Callable[[int, float], nn.Module]  # (dim, drop_path) -> channels-last block
 
@@ -168,7 +169,8 @@ _BLOCK_RULES = [  # inside one official VSSBlock -> ours (first match wins)
 ]
 
 
-def _block_key(rest: str) -> str | None:
+def vssm_block_key(rest: str) -> str | None:
+    """Our key for a key inside one official VSS block (VM-UNet, MHS-VM, VMamba), or None."""
     for pattern, repl in _BLOCK_RULES:
         if re.match(pattern, rest):
             return re.sub(pattern, repl, rest, count=1)
@@ -202,7 +204,7 @@ def vssm_checkpoint_filter(state_dict, model: nn.Module):
         if m:
             return f"decoder.ups.{n - 1 - int(m[1])}.1.{m[2]}", None
         m = re.match(r"(layers|layers_up)\.(\d+)\.blocks\.(\d+)\.(.*)", key)
-        if m and (rest := _block_key(m[4])) is not None:
+        if m and (rest := vssm_block_key(m[4])) is not None:
             stage, block = int(m[2]), int(m[3])
             if m[1] == "layers":
                 return f"encoder.{stage}.blocks.{block}.{rest}", None

@@ -9,6 +9,7 @@ output 0 at the input resolution, output ``i`` at ``input / cumprod(strides)[i]`
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -19,12 +20,6 @@ from medmamba.networks.blocks.conv import as_tuple, conv_nd
 
 def normalize_strides(strides: Sequence, spatial_dims: int) -> list[tuple[int, ...]]:
     return [as_tuple(s, spatial_dims) for s in strides]
-
-
-def drop_path_rates(rate: float, count: int) -> list[float]:
-    """Stochastic-depth rates rising linearly from 0 to ``rate`` over ``count`` blocks (plain floats, so that
-    building on the ``meta`` device never reads a tensor)."""
-    return [rate * i / max(1, count - 1) for i in range(count)]
 
 
 def per_stage(value, n_stages: int, name: str) -> list:

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from medmamba.networks.blocks.patch import PatchEmbed, PatchMerging
 from medmamba.networks.blocks.ss_conv_ssm import SSConvSSM
-from medmamba.networks.nets._unet import drop_path_rates
+from medmamba.networks.blocks.stochastic_depth import drop_path_rates
 from medmamba.registry import Paper, ReportedResult, register_model
 
 

@@ -30,9 +30,9 @@ from monai.networks.blocks.dynunet_block import UnetResBlock
 from medmamba.networks.blocks.conv import conv_nd, instance_norm, transposed_conv_nd
 from medmamba.networks.blocks.patch import ChannelsFirst, ChannelsLast, PatchEmbed, PatchMerging
 from medmamba.networks.blocks.ssnd import VSSBlock
-from medmamba.networks.nets._token_unet import _block_key
-from medmamba.networks.nets._unet import (RefinedSkip, SegUNet, UNetDecoder, drop_path_rates, normalize_strides,
-                                          per_stage)
+from medmamba.networks.blocks.stochastic_depth import drop_path_rates
+from medmamba.networks.nets._token_unet import vssm_block_key
+from medmamba.networks.nets._unet import RefinedSkip, SegUNet, UNetDecoder, normalize_strides, per_stage
 from medmamba.registry import Paper, ReportedResult, register_model
 
 
@@ -82,7 +82,7 @@ def checkpoint_filter(state_dict, model: nn.Module):
         if m:
             return f"encoder.{int(m[1]) + 3}.body.entry.{m[2]}", None
         m = re.fullmatch(r"vssm_encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.*)", key)
-        if m and (rest := _block_key(m[3])) is not None:
+        if m and (rest := vssm_block_key(m[3])) is not None:
             return f"encoder.{int(m[1]) + 2}.body.blocks.{m[2]}.{rest}", None
         return None
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medmamba.networks.blocks.conv import ResConvBlock, as_tuple, conv_nd
+from medmamba.networks.blocks.conv import BasicResBlock, as_tuple, conv_nd
 from medmamba.networks.blocks.mamba import MAMBA_SSM_NAMES, MambaMixer
 from medmamba.networks.nets._unet import SegUNet, UNetDecoder, normalize_strides, per_stage, seg_heads
 from medmamba.registry import Paper, ReportedResult, register_model
@@ -85,8 +85,8 @@ def residual_stage(spatial_dims: int, in_channels: int, out_channels: int, num_b
                    stride=1) -> nn.Sequential:
     """A first block with a 1x1-conv skip (strided), then ``num_blocks - 1`` identity-skip blocks."""
     return nn.Sequential(
-        ResConvBlock(spatial_dims, in_channels, out_channels, kernel_size, stride, conv_skip=True),
-        *[ResConvBlock(spatial_dims, out_channels, out_channels, kernel_size) for _ in range(num_blocks - 1)],
+        BasicResBlock(spatial_dims, in_channels, out_channels, kernel_size, stride, conv_skip=True),
+        *[BasicResBlock(spatial_dims, out_channels, out_channels, kernel_size) for _ in range(num_blocks - 1)],
     )
 
 

@@ -13,7 +13,7 @@ from monai.networks.layers import DropPath
 
 from medmamba.networks.blocks.conv import as_tuple, conv_nd
 from medmamba.networks.blocks.mamba import MambaMixer
-from medmamba.networks.nets._unet import drop_path_rates
+from medmamba.networks.blocks.stochastic_depth import drop_path_rates
 from medmamba.registry import Paper, ReportedResult, register_model
 
 
