@@ -9,9 +9,9 @@ export OMP_WAIT_POLICY ?= PASSIVE
 # Text I/O in UTF-8 whatever the locale (nnU-Net and tqdm print non-ASCII characters).
 export PYTHONUTF8 := 1
 
-.PHONY: demo test docs install browser clean gpu-check
+.PHONY: demo test test-fast lint docs install browser clean gpu-check
 
-$(STAMP): setup.py
+$(STAMP): setup.py pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --progress-bar off -q -e '.[test,docs]'
 	@touch $(STAMP)
@@ -26,8 +26,16 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+# Everything, as CI runs it: the linter first, then every test tier.
 test: $(STAMP) browser
 	$(PY) -m pytest -n 2 --durations=15 tests
+
+# The edit-test loop: all but the slow, nnU-Net-subprocess and browser tiers (under 3 minutes on 2 cores).
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -q -m "not slow and not nnunet and not browser" tests
 
 # On a CUDA GPU: kernels' correctness and speed, networks under AMP, trainers and models, the issue's bars
 # (benchmarks/results/gpu-check-<gpu>.json and .png; about 8 minutes). Without a GPU it stops with one line.

@@ -1,3 +1,7 @@
+"""What pyproject.toml cannot say: the top-level kernels/, datasets/, evaluation/ and nnunet_plugins/ folders are
+installed as medmamba.* packages, nnU-Net's trainer discovery .pth, and the catalog's measurements shipped inside
+the package (medmamba/benchmark_results, read by medmamba.catalog.results_dir)."""
+import shutil
 from pathlib import Path
 
 from setuptools import setup
@@ -5,8 +9,7 @@ from setuptools.command.build_py import build_py
 from setuptools.command.editable_wheel import editable_wheel
 
 ROOT = Path(__file__).parent
-version = {}
-exec((ROOT / "medmamba" / "_version.py").read_text(), version)
+CATALOG_RESULTS = ("catalog-cpu.json", "catalog-cuda.json", "equivalence.json")  # medmamba.catalog reads these
 
 # The generic top-level folders are installed under the medmamba namespace only.
 SUBPACKAGES = {
@@ -31,12 +34,18 @@ exec((ROOT / "nnunet_plugins" / "discovery.py").read_text(), discovery)
 
 
 class build_py_with_discovery_pth(build_py):
-    """Regular installs: the .pth sits in site-packages beside medmamba/ (``sitedir`` at interpreter start)."""
+    """Regular installs: the .pth sits in site-packages beside medmamba/ (``sitedir`` at interpreter start), and
+    the catalog's measurements are copied from benchmarks/results into the package."""
 
     def run(self):
         super().run()
         hook = "os.path.join(sitedir, 'medmamba', 'nnunet_plugins', 'discovery.py')"
         Path(self.build_lib, discovery["PTH_NAME"]).write_text(discovery["pth_line"](hook))
+        packaged = Path(self.build_lib, "medmamba", "benchmark_results")
+        packaged.mkdir(parents=True, exist_ok=True)
+        for name in CATALOG_RESULTS:
+            if (ROOT / "benchmarks" / "results" / name).is_file():
+                shutil.copy2(ROOT / "benchmarks" / "results" / name, packaged / name)
 
 
 class DiscoveryPthStrategy:
@@ -71,39 +80,7 @@ for pkg, folder in SUBPACKAGES.items():
         package_dir[sub] = str(Path(folder, *sub.split(".")[2:]))
 
 setup(
-    name="medmamba",
-    version=version["__version__"],
-    description="Mamba (selective state space) networks for medical imaging on stock nnU-Net",
-    long_description=(ROOT / "README.md").read_text(),
-    long_description_content_type="text/markdown",
-    python_requires=">=3.10",
     packages=packages,
     package_dir=package_dir,
-    include_package_data=True,
-    package_data={"": ["*.json", "*.yaml", "*.css", "*.js", "*.html"]},
-    install_requires=[
-        "torch>=2.4",
-        "triton>=3.0; platform_system == 'Linux'",
-        "numba>=0.60",
-        "nnunetv2>=2.8",
-        "monai>=1.4",
-        "SimpleITK>=2.3",
-        "nibabel>=5.0",
-        "batchgenerators>=0.25",
-        "pynrrd>=1.0",
-        "safetensors>=0.4",
-        "numpy",
-        "scipy",
-        "scikit-image",
-        "matplotlib",
-        "tqdm",
-        "pillow",
-        "pyyaml",
-    ],
-    extras_require={
-        "test": ["pytest>=7", "pytest-xdist", "scikit-learn", "selenium>=4.10"],
-        "docs": ["mkdocs>=1.6", "mkdocs-material>=9", "mkdocstrings[python]>=0.25", "mkdocs-gen-files>=0.5"],
-    },
-    entry_points={"console_scripts": ["medmamba = medmamba.cli:main"]},
     cmdclass={"build_py": build_py_with_discovery_pth, "editable_wheel": editable_wheel_with_discovery_pth},
 )

@@ -11,7 +11,7 @@
 - --goal (GPU; issue 4's bar): at 1248^2 (2D) and 256^3 (3D), inference peak memory <= 20% of SwinUNETR's and
   latency <= half of SwinUNETR's, per segmentation net. On CPU it is recorded as not measured.
 - --catalog: every registry entry at its reference configuration ('paper' preset, reference input, batch 1) via
-  `medmamba.catalog.measure_catalog` -> benchmarks/results/catalog-<device>.json, which `medmamba catalog` merges.
+  `measure_catalog` -> benchmarks/results/catalog-<device>.json, which `medmamba catalog` merges.
   FLOPs are counted on the meta device; each entry's real passes run in a child process limited to
   --entry-timeout seconds (latency passes fit in --entry-budget seconds). An entry that cannot finish (time limit,
   out of memory) keeps params and FLOPs, with latency None and the reason. The JSON is written after every entry;
@@ -21,18 +21,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import medmamba
-from medmamba.catalog import measure_catalog, measure_entry, measure_passes, reference_flops
+from medmamba.catalog import build_reference_model, is_current, load_measurements, reference_config
 from medmamba.evaluation import report
-from medmamba.evaluation.efficiency import BASELINES, machine_description, run_sweep
+from medmamba.evaluation.efficiency import (
+    BASELINES,
+    count_flops,
+    count_parameters,
+    machine_description,
+    measure_latency,
+    measure_peak_memory,
+    run_sweep,
+)
 from medmamba.io_utils import atomic_file
+from medmamba.registry import list_models
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {
@@ -116,6 +128,78 @@ def plot(results: dict[int, dict], path: Path) -> None:
     with atomic_file(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=90)
     plt.close(fig)
+
+
+def reference_flops(name: str) -> dict[str, int]:
+    """``params``, ``flops``, ``flops_scan`` and ``scan_calls`` of one forward pass at the reference configuration,
+    counted on the meta device: no memory, no arithmetic, so even inputs too big to run here are counted."""
+    model = build_reference_model(name, device="meta").eval()
+    x = torch.empty(reference_config(name)["input_shape"], device="meta")
+    return {"params": count_parameters(model), **count_flops(model, x)}
+
+
+def measure_passes(name: str, device: str = "cpu", repeats: int = 3,
+                   time_budget_s: float = 300.0) -> dict[str, Any]:
+    """Latency and peak memory of real forward passes at the reference configuration.
+
+    The first pass is timed; a warm-up and up to ``repeats`` timed passes follow only while they fit in
+    ``time_budget_s``, and so does the peak-memory pass (``peak_memory_mb`` is None otherwise, with the reason
+    in ``memory_note``). ``latency_repeats`` / ``latency_warmup`` say what the median was taken over.
+    """
+    cfg = reference_config(name)
+    started = time.perf_counter()
+    model = build_reference_model(name, device=device).eval()
+    x = torch.randn(cfg["input_shape"], device=device)
+    times = measure_latency(model, x, repeats=1, warmup=0)
+    warmup = 0
+    spare = int((time_budget_s - (time.perf_counter() - started)) // (times[0] / 1e3)) - 1  # one kept for memory
+    if spare >= 2:  # the first pass becomes the warm-up, then at least one timed pass
+        warmup = 1
+        times = measure_latency(model, x, repeats=min(repeats, spare - 1), warmup=0)
+    result: dict[str, Any] = dict(latency_ms=statistics.median(times), latency_ms_min=min(times),
+                                  latency_ms_max=max(times), latency_repeats=len(times), latency_warmup=warmup)
+    if time.perf_counter() - started + times[0] / 1e3 <= time_budget_s:
+        peak, method = measure_peak_memory(model, x)
+        result.update(peak_memory_bytes=int(peak), peak_memory_mb=peak / 2**20, memory_method=method)
+    else:
+        result.update(peak_memory_mb=None, memory_note=f"not measured: one more {times[0] / 1e3:.0f} s pass "
+                                                       f"exceeds the {time_budget_s:.0f} s budget")
+    return result
+
+
+def measure_entry(name: str, device: str = "cpu", counts: dict[str, int] | None = None,
+                  passes: dict[str, Any] | None = None, **pass_kwargs) -> dict[str, Any]:
+    """One catalog record: ``counts`` (default :func:`reference_flops`) and ``passes`` (default
+    :func:`measure_passes`; give a dict with ``latency_ms`` None and a ``latency_note`` for an entry that could
+    not run), with the configuration they were taken at."""
+    cfg = reference_config(name)
+    counts = reference_flops(name) if counts is None else counts
+    passes = measure_passes(name, device, **pass_kwargs) if passes is None else passes
+    return {**counts, **passes, "device": device, "preset": cfg["preset"], "input_shape": list(cfg["input_shape"]),
+            "torch_threads": torch.get_num_threads(), "dtype": "float32"}
+
+
+def measure_catalog(names: Iterable[str] | None = None, device: str = "cpu", path: Path | None = None,
+                    progress: Callable[[str], None] | None = None, force: bool = False,
+                    measure: Callable[[str], dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Measure entries (all by default) with ``measure`` (default :func:`measure_entry`) and merge each into
+    ``catalog-<device>.json`` as soon as it is done (written atomically), so an interrupted run resumes: entries
+    already measured at their current reference configuration are skipped unless ``force``."""
+    path = Path(path) if path is not None else RESULTS / f"catalog-{device}.json"
+    measure = measure if measure is not None else (lambda name: measure_entry(name, device))
+    measured = load_measurements(path)
+    todo = list(names if names is not None else list_models())
+    for i, name in enumerate(todo):
+        if not force and is_current(name, measured.get(name)) and measured[name].get("device") == device:
+            if progress is not None:
+                progress(f"[{i + 1}/{len(todo)}] {name}: already measured, skipped")
+            continue
+        if progress is not None:
+            progress(f"[{i + 1}/{len(todo)}] {name}: measuring")
+        measured[name] = measure(name)
+        with atomic_file(path, suffix=".json") as tmp:
+            tmp.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
+    return measured
 
 
 def measure_in_child(name: str, device: str, threads: int, budget_s: float, timeout_s: float) -> dict:

@@ -179,7 +179,9 @@ def test_create_model_errors():
 def test_catalog_measurements_resume(tmp_path):
     """Each entry is written as soon as it is measured; a rerun skips entries measured at their current reference
     configuration, re-measures stale ones, and ``force`` re-measures everything."""
-    from medmamba.catalog import load_measurements, measure_catalog, measure_entry, reference_config
+    from models import measure_catalog, measure_entry  # benchmarks/models.py
+
+    from medmamba.catalog import load_measurements, reference_config
 
     class Interrupted(Exception):
         pass
