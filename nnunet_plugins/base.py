@@ -3,7 +3,8 @@
 - The network comes from the plans through ``medmamba.networks.plans.build_from_plans`` (2D/3D, anisotropic
   strides and deep supervision as nnU-Net planned them).
 - ``recipe``: what the paper changed, as attributes set after nnU-Net's defaults (``initial_lr``,
-  ``weight_decay``, ``num_epochs``, ...). Variants differ only in their recipe (see :func:`variant`).
+  ``weight_decay``, ``num_epochs``, ...). Variants, ours, the tests' and the demo's, differ only in their recipe and
+  are made by :func:`variant`, for any nnU-Net trainer.
 - Mixed precision stays on. A step whose loss or gradient norm is not finite is skipped and logged;
   ``max_nonfinite_steps`` in a row stop the run with one line naming the epoch.
 - torch.compile stays off; checkpoints hold only plain Python values and tensors, so they load with
@@ -61,16 +62,26 @@ class CosineLRScheduler(_LRScheduler):
             group["lr"] = new_lr
 
 
-class MedMambaTrainer(nnUNetTrainer):
-    network_name: str  # a medmamba segmentation network registered with the plans builder
-    recipe: dict[str, Any] = {}
-    max_nonfinite_steps = 50
+class RecipeTrainer(nnUNetTrainer):
+    """A trainer whose ``recipe`` (attribute name -> value) is set after nnU-Net's own ``__init__`` defaults."""
 
+    recipe: dict[str, Any] = {}
+
+    # nnU-Net records __init__'s named arguments (my_init_kwargs), so the signature is spelled out.
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         for name, value in self.recipe.items():
             setattr(self, name, value)
+
+
+class MedMambaTrainer(RecipeTrainer):
+    network_name: str  # a medmamba segmentation network registered with the plans builder
+    max_nonfinite_steps = 50
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
         self.nonfinite_steps_in_a_row = 0
 
     @classmethod
@@ -168,12 +179,14 @@ class MedMambaTrainer(nnUNetTrainer):
         if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
             self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
 
-def variant(base: type[MedMambaTrainer], name: str, module: str, **recipe: Any) -> type[MedMambaTrainer]:
-    """A subclass of ``base`` named ``name`` whose recipe is ``base``'s updated with ``recipe``.
+def variant(base: type[nnUNetTrainer], name: str, module: str, **recipe: Any) -> type[RecipeTrainer]:
+    """A subclass of the nnU-Net trainer ``base`` (ours or nnU-Net's own) named ``name``, whose recipe is ``base``'s
+    updated with ``recipe``, as nnU-Net's ``nnUNetTrainer_Xepochs`` variants set ``num_epochs``.
 
     ``module`` is the ``__name__`` of the module that binds the class at top level: nnU-Net finds trainers
     by ``getattr(module, name)`` and checkpoints name them.
     """
     settings = ", ".join(f"{k}={v}" for k, v in recipe.items())
-    return type(name, (base,), {"recipe": {**base.recipe, **recipe}, "__module__": module,
-                                "__qualname__": name, "__doc__": f"{base.__name__} with {settings}."})
+    bases = (base,) if issubclass(base, RecipeTrainer) else (RecipeTrainer, base)
+    return type(name, bases, {"recipe": {**getattr(base, "recipe", {}), **recipe}, "__module__": module,
+                              "__qualname__": name, "__doc__": f"{base.__name__} with {settings}."})

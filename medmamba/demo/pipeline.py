@@ -23,6 +23,7 @@ from medmamba.errors import MedMambaError
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
 BIN = Path(sys.executable).parent
+DEMO_TRAINERS = Path(__file__).with_name("ext_trainer")  # medmamba_demo_trainers: the budgeted <Trainer>_demo
 DEMO_TRAINER_SUFFIX = "_demo"
 
 
@@ -64,7 +65,6 @@ class Demo:
         self.dataset = f"Dataset{seg['dataset_id']:03d}_{seg['dataset_name']}"
         self.nnunet = {k: self.out / "nnunet" / k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
         self.raw = self.nnunet["nnUNet_raw"] / self.dataset
-        self.trainer_dir = self.out / "trainers"
         self.logs = self.out / "logs"
 
     # ---------------------------------------------------------------- helpers
@@ -83,7 +83,11 @@ class Demo:
         env = os.environ.copy()
         env.update({k: str(v) for k, v in self.nnunet.items()})
         ext = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-        env["nnUNet_extTrainer"] = os.pathsep.join([*ext, str(self.trainer_dir)])
+        env["nnUNet_extTrainer"] = os.pathsep.join([*ext, str(DEMO_TRAINERS)])
+        seg = self.seg
+        env["MEDMAMBA_DEMO_BUDGET"] = json.dumps({"trainers": seg["trainers"], "recipe": {
+            "num_epochs": seg["epochs"], "num_iterations_per_epoch": seg["iterations_per_epoch"],
+            "num_val_iterations_per_epoch": seg["val_iterations_per_epoch"]}})
         env.setdefault("nnUNet_n_proc_DA", "2" if self.cfg["device"] == "cpu" else "8")
         env["nnUNet_compile"] = "false"
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin against the trainer's
@@ -134,30 +138,7 @@ class Demo:
         self.sh("plan_and_preprocess", [str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(self.seg["dataset_id"]),
                                         "-c", self.seg["configuration"], "-np", "2", "--verify_dataset_integrity"])
 
-    def write_demo_trainers(self) -> None:
-        """Budgeted subclasses of the trainers, in a folder of our own on nnUNet_extTrainer."""
-        from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-
-        seg = self.seg
-        lines = ['"""Demo budgets, written by `medmamba demo` from its configuration."""', "import torch"]
-        for trainer in seg["trainers"]:
-            base = recursive_find_trainer_class_by_name(trainer)
-            # nnU-Net records __init__'s named arguments, so the signature is spelled out.
-            lines += [
-                f"from {base.__module__} import {trainer}", "", "",
-                f"class {self.demo_trainer(trainer)}({trainer}):",
-                "    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,",
-                "                 device: torch.device = torch.device('cuda')):",
-                "        super().__init__(plans, configuration, fold, dataset_json, device)",
-                f"        self.num_epochs = {seg['epochs']}",
-                f"        self.num_iterations_per_epoch = {seg['iterations_per_epoch']}",
-                f"        self.num_val_iterations_per_epoch = {seg['val_iterations_per_epoch']}", "", "",
-            ]
-        self.trainer_dir.mkdir(parents=True, exist_ok=True)
-        (self.trainer_dir / "demo_trainers.py").write_text("\n".join(lines).rstrip() + "\n")
-
     def train(self, trainer: str) -> None:
-        self.write_demo_trainers()
         seg = self.seg
         self.sh(f"train_{trainer}", [str(BIN / "nnUNetv2_train"), str(seg["dataset_id"]), seg["configuration"],
                                      str(seg["fold"]), "-tr", self.demo_trainer(trainer), "-device", self.cfg["device"]])
