@@ -67,7 +67,8 @@ def convert_msd(task_dir: os.PathLike, raw_root: os.PathLike, dataset_id: int, n
         training = [(task_dir / e["image"], task_dir / e["label"]) for e in meta["training"]]
         test = [task_dir / e for e in meta.get("test", [])]
     except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise MedMambaError(f"{task_dir / 'dataset.json'}: not an MSD dataset.json ({type(err).__name__}: {err})")
+        raise MedMambaError(f"{task_dir / 'dataset.json'}: not an MSD dataset.json ({type(err).__name__}: {err})") \
+            from None
     if not training:
         raise MedMambaError(f"{task_dir / 'dataset.json'}: lists no training cases")
     labels = {v: k for k, v in sorted(msd_labels.items())}
@@ -228,7 +229,7 @@ def convert_png2d(images_dir: os.PathLike, masks_dir: os.PathLike, raw_root: os.
         lossy = {case for case, _, p in pairs if p.suffix.lower() in LOSSY_ENDINGS}
         if mapping is None:
             mapping = _inferred_colours(mask_arrays, lossy)
-        for case, image_path, mask_path in tqdm(pairs, desc=f"writing {name}", unit="case"):
+        for case, _, mask_path in tqdm(pairs, desc=f"writing {name}", unit="case"):
             tol = tolerance if tolerance is not None else (64 if case in lossy else 0)
             label = _snap_mask(mask_arrays[case], mapping, tol, mask_path)
             image = images[case]

@@ -83,7 +83,11 @@ def read_sitk(path: os.PathLike):
                 reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0]))
                 image = reader.Execute()
             else:
-                image = sitk.ReadImage(str(path))
+                reader = sitk.ImageFileReader()
+                reader.SetFileName(str(path))
+                reader.ReadImageInformation()
+                _check_declared_size(path, reader)
+                image = reader.Execute()
         except RuntimeError as err:
             detail = _first_line(err).split(" Reason:")[0]  # ITK's "Reason" is a stale errno
             extra = " ".join(native.read().split())
@@ -94,6 +98,25 @@ def read_sitk(path: os.PathLike):
     else:
         check_finite(sitk.GetArrayViewFromImage(image), path)
     return image
+
+
+# The most a compressed file can expand (deflate's limit is about 1032:1).
+MAX_EXPANSION = 1100
+DETACHED_ENDINGS = (".nhdr", ".mhd", ".hdr")  # headers whose voxels live in another file
+
+
+def _check_declared_size(path: Path, reader) -> None:
+    """Refuse a header that declares more voxel bytes than its file can hold, before anything is allocated for
+    them (a lying header would otherwise cost its full size in memory)."""
+    import SimpleITK as sitk
+
+    if split_ending(path, DETACHED_ENDINGS):
+        return
+    one = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(), reader.GetNumberOfComponents())
+    declared = int(np.prod(reader.GetSize(), dtype=np.float64)) * sitk.GetArrayViewFromImage(one).nbytes
+    if declared > MAX_EXPANSION * max(path.stat().st_size, 1):
+        raise MedMambaError(f"{path}: the header declares {'x'.join(map(str, reader.GetSize()))} voxels "
+                            f"({declared} bytes), more than the {path.stat().st_size}-byte file can hold")
 
 
 class _Captured:
@@ -222,5 +245,8 @@ def _first_line(err: BaseException) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     if len(lines) > 1 and lines[0].startswith("Exception thrown in SimpleITK"):
         lines = lines[1:]
-    text = re.sub(r"^(sitk::ERROR:|ITK ERROR:)\s*(\w+\(0x[0-9a-f]+\):)?\s*", "", " ".join(lines))
+    text = re.sub(r"^(sitk::ERROR:|ITK ERROR:|itk::ERROR:)\s*(\w+\(0x[0-9a-f]+\):)?\s*", "", " ".join(lines),
+                  flags=re.IGNORECASE)
+    if "[nrrd]" in text:  # teem's chain of "trouble" lines: its last link says what is wrong
+        text = "NRRD: " + text.rsplit("[nrrd]", 1)[1].strip()
     return " ".join(text.split())[:200] or type(err).__name__

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -28,6 +29,7 @@ from typing import Iterable
 from medmamba.errors import MedMambaError
 
 MARKER = ".medmamba-output.json"
+TEMPORARY = re.compile(r"\.(?P<name>.+)\.tmp-[^/]*")  # what atomic_file and atomic_dir write before renaming
 OVERWRITE_OPTION = "--overwrite"
 
 
@@ -65,6 +67,9 @@ class _Listing:
 
     def covers(self, path: str) -> bool:
         parts = PurePosixPath(path).parts
+        temporary = TEMPORARY.fullmatch(parts[-1])  # a listed entry's temporary name (atomic_file, atomic_dir)
+        if temporary:
+            return self.covers(str(PurePosixPath(*parts[:-1], temporary["name"])))
         return path in self.exact or any("/".join(parts[:i]) in self.folders for i in range(1, len(parts) + 1))
 
 

@@ -142,7 +142,132 @@ def trained_mhsvm_results(tmp_path_factory, nnunet_phantom_preprocessed) -> dict
     return _build_once(tmp_path_factory, "trained_mhsvm", build)
 
 
+@pytest.fixture(scope="session")
+def tiny_model_package(tmp_path_factory) -> dict:
+    """A model package as ``medmamba export-slicer`` writes it: nnU-Net's own network (``nnUNetTrainer``) with
+    seeded random weights, fold 0, for a 3-case 3D phantom (20x28x28 voxels at 2.5x1x1 mm, labels 0..2) planned
+    in-process by nnU-Net's planner. Cheap (no training); what it predicts is arbitrary but deterministic.
+
+    Returns a dict: ``zip`` (the package), ``results`` (the nnU-Net results folder it was exported from),
+    ``image`` (a 3D NIfTI image of the data set).
+    """
+
+    def build(folder: Path) -> dict:
+        import json
+        import shutil
+
+        import torch
+        from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+            extract_fingerprint_dataset,
+            plan_experiment_dataset,
+        )
+        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        from medmamba.datasets.phantom import write_nnunet_phantom_3d
+        from medmamba.export.export import export_results
+
+        threads = torch.get_num_threads()
+        with pytest.MonkeyPatch.context() as mp:
+            for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+                (folder / var).mkdir(exist_ok=True)
+                mp.setenv(var, str(folder / var))
+            mp.setenv("nnUNet_n_proc_DA", "1")
+            raw = write_nnunet_phantom_3d(folder / "nnUNet_raw", 913, "TinyModel", n_cases=3, shape=(20, 28, 28),
+                                          spacing=(2.5, 1.0, 1.0), seed=3, num_labels=2)
+            extract_fingerprint_dataset(913, num_processes=1, check_dataset_integrity=True)
+            plan_experiment_dataset(913)
+        torch.set_num_threads(threads)  # nnU-Net's planner changes it
+        plans = folder / "nnUNet_preprocessed" / raw.name / "nnUNetPlans.json"
+        results = folder / "nnUNet_results" / raw.name / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+        (results / "fold_0").mkdir(parents=True)
+        shutil.copy(plans, results / "plans.json")
+        shutil.copy(raw / "dataset.json", results / "dataset.json")
+        plans_manager = PlansManager(json.loads(plans.read_text()))
+        torch.manual_seed(0)
+        network = nnUNetTrainer.build_network_architecture(
+            plans_manager, plans_manager.get_configuration("3d_fullres"), 1, 3, enable_deep_supervision=True)
+        torch.save({"network_weights": network.state_dict(), "trainer_name": "nnUNetTrainer",
+                    "init_args": {"configuration": "3d_fullres", "fold": 0}, "current_epoch": 1,
+                    "inference_allowed_mirroring_axes": None}, results / "fold_0" / "checkpoint_final.pth")
+        export_results(results, folder / "model.zip")
+        return {"zip": str(folder / "model.zip"), "results": str(results),
+                "image": str(raw / "imagesTr" / "case_000_0000.nii.gz")}
+
+    return _build_once(tmp_path_factory, "tiny_model_package", build)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Figures that tests report in the terminal summary: each test process appends JSON lines to a file in
+# $MEDMAMBA_TEST_REPORTS (made by the main process, inherited by pytest-xdist workers); the main process sums them.
+
+REPORTS_VAR = "MEDMAMBA_TEST_REPORTS"
+
+
+def report_row(kind: str, row: dict) -> None:
+    """Record one measured row for the terminal summary (``kind`` names the figure, e.g. ``bad_inputs``)."""
+    import json
+
+    folder = os.environ.get(REPORTS_VAR)
+    if folder and Path(folder).is_dir():
+        with open(Path(folder) / f"{kind}-{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def pytest_configure(config):
-    # Declared here until the project's pytest configuration lists them (adding a marker twice is harmless).
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
-    config.addinivalue_line("markers", "nnunet: runs nnU-Net's console commands in subprocesses")
+    import tempfile
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        config.medmamba_reports = Path(tempfile.mkdtemp(prefix="medmamba-test-reports-"))
+        os.environ[REPORTS_VAR] = str(config.medmamba_reports)
+
+
+def _bad_input_summary(rows: list[dict]) -> list[str]:
+    """The sweep's figure (tests/test_bad_inputs.py) and the fuzzing's, from the rows the tests recorded."""
+    sweep = [r for r in rows if r["kind"] != "fuzz"]
+    fuzz = [r for r in rows if r["kind"] == "fuzz"]
+
+    def harm(group):
+        return (f"{sum(r['traceback'] for r in group)} tracebacks, {sum(bool(r['new']) for r in group)} partial "
+                f"outputs, {sum(len(r['lost']) for r in group)} user files lost, "
+                f"{sum(len(r['changed']) for r in group)} inputs changed")
+
+    lines = []
+    if sweep:
+        cases = {r["case"] for r in sweep}
+        commands = sorted({r["command"] for r in sweep})
+        console = sum(r["kind"] == "console" for r in sweep)
+        lines.append(f"bad-input sweep: {len(cases)} bad inputs across {len(commands)} commands "
+                     f"({', '.join(commands)}), {len(sweep)} runs ({console} through the console command): "
+                     f"{harm(sweep)}, "
+                     f"{sum(r['rc'] == 0 for r in sweep)} exit 0; the last line names the file or option in "
+                     f"{sum(r['named'] for r in sweep)}/{len(sweep)}")
+    if fuzz:
+        refused = [r for r in fuzz if r["rc"] != 0]
+        lines.append(f"header and package fuzzing (hypothesis): {len(fuzz)} examples: {len(refused)} refused (the "
+                     f"last line names the file in {sum(r['named'] for r in refused)}), {len(fuzz) - len(refused)} "
+                     f"still valid and accepted; {harm(fuzz)}")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    import json
+
+    folder = getattr(config, "medmamba_reports", None)
+    if folder is None:
+        return
+    rows = [json.loads(line) for path in sorted(folder.glob("bad_inputs-*.jsonl"))
+            for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = _bad_input_summary(rows)
+    if lines:
+        terminalreporter.write_sep("-", "medmamba reliability figures")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    folder = getattr(config, "medmamba_reports", None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)

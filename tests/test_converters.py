@@ -29,7 +29,8 @@ def make_msd(root, n_cases=2, shape=(12, 10, 6), seed=0):
         label = rng.integers(0, 3, shape).astype(np.uint8)
         nib.save(nib.Nifti1Image(image, AFFINE), task / "imagesTr" / f"prostate_{i:02d}.nii.gz")
         nib.save(nib.Nifti1Image(label, AFFINE), task / "labelsTr" / f"prostate_{i:02d}.nii.gz")
-        training.append({"image": f"./imagesTr/prostate_{i:02d}.nii.gz", "label": f"./labelsTr/prostate_{i:02d}.nii.gz"})
+        training.append({"image": f"./imagesTr/prostate_{i:02d}.nii.gz",
+                         "label": f"./labelsTr/prostate_{i:02d}.nii.gz"})
         originals[f"prostate_{i:02d}"] = (image, label)
     nib.save(nib.Nifti1Image(rng.normal(size=shape + (2,)).astype(np.float32), AFFINE),
              task / "imagesTs" / "prostate_99.nii.gz")
@@ -55,7 +56,8 @@ def test_msd_to_nnunet(tmp_path):
         np.testing.assert_array_equal(written.get_fdata(), image[..., c])
         np.testing.assert_allclose(written.affine, AFFINE)
     np.testing.assert_array_equal(nib.load(out / "labelsTr" / "prostate_01.nii.gz").get_fdata(), label)
-    assert sorted(p.name for p in (out / "imagesTs").iterdir()) == ["prostate_99_0000.nii.gz", "prostate_99_0001.nii.gz"]
+    assert sorted(p.name for p in (out / "imagesTs").iterdir()) == ["prostate_99_0000.nii.gz",
+                                                                    "prostate_99_0001.nii.gz"]
     assert [p.name for p in (tmp_path / "raw").iterdir()] == ["Dataset505_Prostate"]
 
 
@@ -119,9 +121,11 @@ def test_folder_with_dicom_nrrd_mha_to_nnunet(tmp_path):
         back_t1 = sitk.ReadImage(str(out / "imagesTr" / f"{case}_0000.nii.gz"))
         np.testing.assert_array_equal(sitk.GetArrayFromImage(back_t1), t1)
         np.testing.assert_allclose(back_t1.GetSpacing(), (1.0, 1.0, 2.0), atol=1e-5)
-        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "imagesTr" / f"{case}_0001.nii.gz"))), t2)
+        written = sitk.ReadImage(str(out / "imagesTr" / f"{case}_0001.nii.gz"))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(written), t2)
         expected = np.select([label == 5, label == 7], [1, 2], 0)
-        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labelsTr" / f"{case}.nii.gz"))), expected)
+        written_label = sitk.ReadImage(str(out / "labelsTr" / f"{case}.nii.gz"))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(written_label), expected)
 
 
 def test_folder_with_explicit_label_names(tmp_path):

@@ -60,8 +60,10 @@ def _write_fold(results: Path, trainer_class, fold: int, seed: int) -> None:
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
     """(raw dataset folder, plans.json path): a 3-case phantom planned by nnU-Net's planner, in-process."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprint_dataset,
-                                                                       plan_experiment_dataset)
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprint_dataset,
+        plan_experiment_dataset,
+    )
 
     root = tmp_path_factory.mktemp("slicer_planned")
     threads = torch.get_num_threads()

@@ -33,8 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MedMambaError as err:
-        print(f"medmamba {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        message = f"medmamba {args.command}: error: {err}"
+    # Printed once the exception is gone: the frames it held close their progress bars first, so the error stays
+    # the last line.
+    print(message, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ def _cls(args) -> int:
     check_output_dir(args.output, "evaluate cls", args.overwrite)
     result = evaluate_classification(args.pred, args.ref)
     write_classification_outputs(result, args.output, args.overwrite)
-    print("  ".join(f"{k}={result['summary'][k]:.4f}" for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
-                    if result["summary"][k] is not None))
+    summary = result["summary"]
+    print("  ".join(f"{k}={summary[k]:.4f}" for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
+                    if summary[k] is not None))
     print(f"wrote {args.output}")
     return 0
 

@@ -65,9 +65,8 @@ def _params(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba.training import train_classifier, train_restoration
-
     from medmamba import model_entry
+    from medmamba.training import train_classifier, train_restoration
 
     try:
         entry = model_entry(args.model)

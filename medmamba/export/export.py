@@ -8,8 +8,17 @@ from pathlib import Path
 from medmamba._version import __version__
 from medmamba.errors import MedMambaError
 from medmamba.export.network import build_network, network_spec
-from medmamba.export.package import (FORMAT, FORMAT_VERSION, MANIFEST, channel_entries, fold_member, label_entries,
-                                     parse_fold, sha256, state_dict_to_safetensors)
+from medmamba.export.package import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    channel_entries,
+    fold_member,
+    label_entries,
+    parse_fold,
+    sha256,
+    state_dict_to_safetensors,
+)
 from medmamba.io_utils import atomic_file, check_output_file
 
 

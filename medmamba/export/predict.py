@@ -61,7 +61,8 @@ def make_predictor(package: ModelPackage, device: str = "cpu"):
                                 f"({str(err).strip().splitlines()[0][:200]})") from None
     mirroring = manifest["inference_allowed_mirroring_axes"]
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
-                                perform_everything_on_device=True, device=torch.device(device), verbose=False)
+                                perform_everything_on_device=device == "cuda", device=torch.device(device),
+                                verbose=False)
     predictor.manual_initialization(network, plans_manager, configuration_manager, parameters, package.dataset_json,
                                     manifest["trainer"], None if mirroring is None else tuple(mirroring))
     return predictor
@@ -121,14 +122,19 @@ def find_cases(source: Path, num_channels: int, endings: list[str]) -> list[tupl
     return sorted(cases.items())
 
 
-def check_case(files: list[Path], manifest: dict, spatial_dims: int, natural_images: bool) -> None:
+# Most voxels an input may have once nnU-Net resamples it to the model's spacing (8 GiB as float32): more means a
+# header whose spacing is wrong, and a run that would exhaust memory.
+MAX_RESAMPLED_VOXELS = 2**31
+
+
+def check_case(files: list[Path], manifest: dict, target_spacing, natural_images: bool) -> None:
     """A case's channel files as the model needs them: readable, finite, of the model's dimensionality, with the
-    model's channel count, all on one voxel grid.
+    model's channel count, a positive finite spacing that resamples to a sane size, all on one voxel grid.
 
     Args:
         files: the case's files, one per channel file.
         manifest: the package's manifest (channels, configuration).
-        spatial_dims: 2 or 3, the configuration's patch dimensionality.
+        target_spacing: the configuration's spacing (numpy axis order; 2 or 3 values).
         natural_images: the model reads 2D natural images (an RGB file holds three channels).
     """
     from medmamba.datasets.readers import check_same_geometry, read_sitk
@@ -146,14 +152,33 @@ def check_case(files: list[Path], manifest: dict, spatial_dims: int, natural_ima
         if dims == 4:
             raise MedMambaError(f"{path}: a 4D image (size {size}); the model takes {wanted}: give one 3D file per "
                                 f"channel, named CASE_0000, CASE_0001, ...")
-        if spatial_dims == 3 and dims != 3:
+        if len(target_spacing) == 3 and dims != 3:
             raise MedMambaError(f"{path}: a {dims}D image (size {size}); the model ({manifest['configuration']}) "
                                 f"needs 3D images")
+        _check_spacing(path, image, target_spacing)
         found += components
     if found != len(channels):
         raise MedMambaError(f"{files[0]}: {found} channel(s); the model takes {wanted}")
     for path, image in zip(files[1:], images[1:]):
         check_same_geometry(images[0], image, files[0], path)
+
+
+def _check_spacing(path: Path, image, target_spacing) -> None:
+    """Positive, finite spacing, and a resampled size (as nnU-Net resamples: the last axes, numpy order) that fits
+    ``MAX_RESAMPLED_VOXELS``."""
+    import numpy as np
+
+    spacing = np.array(image.GetSpacing()[::-1], dtype=float)
+    shape = np.array(image.GetSize()[::-1], dtype=float)
+    if not (np.isfinite(spacing).all() and (spacing > 0).all()):
+        raise MedMambaError(f"{path}: spacing {tuple(image.GetSpacing())} must be positive and finite")
+    axes = min(len(target_spacing), len(shape))
+    resampled = shape.copy()
+    resampled[-axes:] = shape[-axes:] * spacing[-axes:] / np.array(target_spacing[-axes:], dtype=float)
+    if np.prod(np.maximum(np.round(resampled), 1)) > MAX_RESAMPLED_VOXELS:
+        raise MedMambaError(f"{path}: at the model's spacing {tuple(target_spacing)} this image would be "
+                            f"{'x'.join(f'{v:.3g}' for v in resampled)} voxels; check the spacing in its header "
+                            f"({tuple(image.GetSpacing())})")
 
 
 def output_paths(source: Path, output: Path, cases: list, fmt: str | None) -> tuple[list[Path], str]:
@@ -215,7 +240,7 @@ def predict(model: str | Path, source: str | Path, output: str | Path, fmt: str 
     cases = find_cases(source, len(package.manifest["channels"]), reader.supported_file_endings)
     natural = reader.__name__ == "NaturalImage2DIO"
     for _, files in tqdm(cases, desc="Checking inputs", unit="case", disable=len(cases) == 1):
-        check_case(files, package.manifest, len(configuration_manager.patch_size), natural)
+        check_case(files, package.manifest, configuration_manager.spacing, natural)
     targets, fmt = output_paths(source, output, cases, fmt)
     single_file = targets == [output]
     if single_file:

@@ -24,8 +24,8 @@ from medmamba.training.common import (
     load_checkpoint,
     make_scaler,
     resolve_device,
-    set_cosine_lr,
     seed_everything,
+    set_cosine_lr,
     split_validation,
 )
 
@@ -212,7 +212,8 @@ def _predict(net, loader, dev, amp) -> tuple[np.ndarray, np.ndarray]:
 
 def write_predictions(out_dir: Path, items: list[dict], classes: list[str], probs: np.ndarray) -> None:
     """``predictions.csv`` (case, prob_<class>..., pred) and the reference ``labels.csv`` (case,label)."""
-    with atomic_file(out_dir / "predictions.csv", suffix=".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    with (atomic_file(out_dir / "predictions.csv", suffix=".csv") as tmp,
+          open(tmp, "w", newline="", encoding="utf-8") as f):
         writer = csv.writer(f)
         writer.writerow(["case", *[f"prob_{c}" for c in classes], "pred"])
         for it, p in zip(items, probs):

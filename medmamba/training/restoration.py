@@ -23,8 +23,8 @@ from medmamba.training.common import (
     load_checkpoint,
     make_scaler,
     resolve_device,
-    set_cosine_lr,
     seed_everything,
+    set_cosine_lr,
     split_validation,
 )
 
@@ -122,7 +122,8 @@ def train_restoration(data_dir, out_dir, model: str = "mambair", degradation: st
         state = load_checkpoint(out_dir / CHECKPOINT_LATEST)
         changed = sorted(k for k in config if k != "epochs" and state["config"].get(k) != config[k])
         if changed:
-            raise MedMambaError(f"{out_dir / CHECKPOINT_LATEST}: cannot resume, the run differs in {', '.join(changed)}")
+            raise MedMambaError(f"{out_dir / CHECKPOINT_LATEST}: cannot resume, the run differs in "
+                                f"{', '.join(changed)}")
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])

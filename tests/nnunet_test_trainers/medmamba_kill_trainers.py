@@ -15,7 +15,6 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-
 from medmamba_test_trainers import MHSVMTrainer_tiny2epochs
 
 
