@@ -95,7 +95,7 @@ def convert_msd(task_dir: os.PathLike, raw_root: os.PathLike, dataset_id: int, n
                            description=meta.get("description", ""), reference=meta.get("reference", ""),
                            licence=meta.get("licence", ""), converted_from=task_dir.name)
         if verify:
-            verify_nnunet_dataset(tmp)
+            verify_nnunet_dataset(tmp, shown_as=target)
     return target
 
 
@@ -168,7 +168,7 @@ def convert_folder(images_dir: os.PathLike, labels_dir: os.PathLike, raw_root: o
         write_dataset_json(tmp, dict(enumerate(channels)), {n: mapping[_key(v)] for n, v in names.items()}, len(cases),
                            ".nii.gz", name=name, converted_from=str(images_dir))
         if verify:
-            verify_nnunet_dataset(tmp)
+            verify_nnunet_dataset(tmp, shown_as=target)
     return target
 
 
@@ -242,7 +242,7 @@ def convert_png2d(images_dir: os.PathLike, masks_dir: os.PathLike, raw_root: os.
         write_dataset_json(tmp, channel_names, {n: mapping[_key(v)] for n, v in names.items()}, len(pairs), ".png",
                            name=name, converted_from=str(images_dir))
         if verify:
-            verify_nnunet_dataset(tmp)
+            verify_nnunet_dataset(tmp, shown_as=target)
     return target
 
 

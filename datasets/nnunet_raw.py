@@ -57,8 +57,13 @@ def write_sitk(array: np.ndarray, path: os.PathLike, spacing: Sequence[float], o
     sitk.WriteImage(img, str(path), useCompression=True)
 
 
-def verify_nnunet_dataset(folder: os.PathLike) -> None:
-    """nnU-Net's ``verify_dataset_integrity``; its failure becomes a ``MedMambaError`` with nnU-Net's message."""
+def verify_nnunet_dataset(folder: os.PathLike, shown_as: os.PathLike | None = None) -> None:
+    """nnU-Net's ``verify_dataset_integrity``; its failure becomes a ``MedMambaError`` with nnU-Net's message.
+
+    Args:
+        folder: the data set folder to check.
+        shown_as: the name to give it in the message (the final name of a data set checked in a temporary folder).
+    """
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
     log = io.StringIO()
@@ -66,5 +71,7 @@ def verify_nnunet_dataset(folder: os.PathLike) -> None:
         with contextlib.redirect_stdout(log):
             verify_dataset_integrity(str(folder), num_processes=1)
     except (AssertionError, RuntimeError, FileNotFoundError) as err:
-        details = " ".join((str(err) or log.getvalue()).split())[:300]
-        raise MedMambaError(f"{folder}: fails nnU-Net's dataset integrity check: {details}") from None
+        shown = str(shown_as or folder)
+        details = " ".join((str(err) or log.getvalue()).replace(str(folder), shown).split())[:300]
+        raise MedMambaError(f"{shown}: fails nnU-Net's dataset integrity check (nothing written): {details}") \
+            from None

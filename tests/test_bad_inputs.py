@@ -521,6 +521,17 @@ def _(root):
     return convert_msd(root), str(path)
 
 
+@bad("convert", "MSD labels that nnU-Net refuses (not consecutive)", "msd")
+def _(root):
+    task = root / "msd" / "Task01_Test"
+    meta = json.loads((task / "dataset.json").read_text())
+    (task / "dataset.json").write_text(json.dumps({**meta, "labels": {"0": "background", "2": "gland"}}))
+    for label in (task / "labelsTr").iterdir():
+        image = nib.load(label)
+        nib.save(nib.Nifti1Image((np.asarray(image.dataobj) * 2).astype(np.uint8), image.affine), label)
+    return convert_msd(root), f"{root / 'raw' / 'Dataset960_Test'}: fails nnU-Net's dataset integrity check"
+
+
 def convert_png(root: Path, *extra) -> list:
     return ["convert", "png2d", "--images", root / "png" / "images", "--masks", root / "png" / "masks", "--name",
             "Png", "--id", "970", "--raw", root / "raw", *extra]
