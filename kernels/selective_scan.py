@@ -40,6 +40,12 @@ def numba_unavailable_reason() -> str | None:
     return _numba_problem[0]
 
 
+# constants to torch.compile (resolved when tracing, no import traced)
+@torch.compiler.assume_constant_result
+def _cuda_backend() -> str:
+    return "triton" if triton_available() else "torch"
+
+
 @torch.compiler.assume_constant_result
 def _cpu_backend() -> str:
     return "numba" if numba_unavailable_reason() is None else "torch"
@@ -128,17 +134,14 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         raise ValueError(f"selective_scan: backend={backend!r}; expected one of {BACKENDS}")
     B, C = _validate(u, delta, A, B, C, D, z, delta_bias)
     if backend == "auto":
-        if u.is_cuda:
-            backend = "triton" if triton_available() else "torch"
-        else:
-            backend = _cpu_backend() if u.device.type == "cpu" else "torch"
+        backend = _cuda_backend() if u.is_cuda else _cpu_backend() if u.device.type == "cpu" else "torch"
     if backend == "triton" and not (u.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
         raise ValueError(f"selective_scan: backend='triton' needs CUDA tensors (u is on {u.device}, shape "
                          f"{tuple(u.shape)}) or TRITON_INTERPRET=1")
     if backend == "numba" and u.device.type not in ("cpu", "meta"):
         raise ValueError(f"selective_scan: backend='numba' needs CPU tensors (u is on {u.device}, shape "
                          f"{tuple(u.shape)})")
-    if backend == "numba" and numba_unavailable_reason() is not None:
+    if backend == "numba" and _cpu_backend() != "numba":
         raise ValueError(f"selective_scan: backend='numba' is unavailable ({numba_unavailable_reason()})")
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                            for t in (u, delta, A, B, C, D, z, delta_bias))

@@ -346,8 +346,12 @@ def checkpoint_shape(batch: int, dim: int, L: int, N: int) -> tuple[int, int, in
 
 def _threads() -> int:
     """torch's thread count (nnU-Net and users set it), within numba's pool; also applied to numba."""
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    torch_threads = torch.get_num_threads()
+    threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(threads)
+    # the first call starts numba's OpenMP pool, which resets the thread count of the OpenMP runtime torch shares
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
     return threads
 
 

@@ -303,3 +303,14 @@ def test_doctor_warm_reports_the_numba_kernels():
 
     line = _numba_kernels(warm=True)
     assert line.startswith("numba kernels: ") and " in " in line and str(numba_module.cache_dir()) in line
+
+
+def test_numba_keeps_torchs_thread_count():
+    """In a fresh process: torch.set_num_threads(1) holds across the first numba launch (which sizes the OpenMP
+    pool numba shares with torch) and numba runs on that many threads."""
+    code = ("import numba, torch; torch.set_num_threads(1); from medmamba.kernels import selective_scan; "
+            "x = torch.randn(1, 4, 8); selective_scan(x, x, -torch.ones(4, 2), x[:, :2], x[:, :2], backend='numba'); "
+            "print(torch.get_num_threads(), numba.get_num_threads())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["1", "1"], proc.stdout
