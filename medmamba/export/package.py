@@ -132,21 +132,18 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _manifest_problem(manifest) -> str | None:
-    """What is wrong with a manifest's structure (None: nothing); the checks the readers rely on."""
+def _listing_problem(manifest) -> str | None:
+    """What is wrong with the part of a manifest that describes the model (None: nothing)."""
     if not isinstance(manifest, dict):
         return "is not a JSON object"
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         return f"is not a {FORMAT} v{FORMAT_VERSION} manifest"
-    files, folds = manifest.get("files"), manifest.get("folds")
-    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-        return "'files' must map member names to sha256 digests"
+    folds, channels, labels = manifest.get("folds"), manifest.get("channels"), manifest.get("labels")
     if not isinstance(folds, list) or not folds or not all(_is_int(f) or f == "all" for f in folds):
         return "'folds' must be a non-empty list of fold numbers or 'all'"
-    for key in ("trainer", "configuration", "file_ending"):
+    for key in ("trainer", "configuration"):
         if not isinstance(manifest.get(key), str):
             return f"{key!r} must be a string"
-    channels, labels, network = manifest.get("channels"), manifest.get("labels"), manifest.get("network")
     if not isinstance(channels, list) or not channels or not all(
             isinstance(c, dict) and _is_int(c.get("index")) and isinstance(c.get("name"), str) for c in channels):
         return "'channels' must be a non-empty list of {index, name}"
@@ -155,14 +152,25 @@ def _manifest_problem(manifest) -> str | None:
             and lab["value"] >= 0 and isinstance(lab.get("rgb"), list) and len(lab["rgb"]) == 3
             and all(_is_int(c) and 0 <= c <= 255 for c in lab["rgb"]) for lab in labels):
         return "'labels' must be a list of {name, value >= 0, rgb: three integers 0-255}"
+    return None
+
+
+def _loading_problem(manifest: dict) -> str | None:
+    """What is wrong with the part of a manifest that loading and predicting need (None: nothing)."""
+    files, network = manifest.get("files"), manifest.get("network")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        return "'files' must map member names to sha256 digests"
+    if not isinstance(manifest.get("file_ending"), str):
+        return "'file_ending' must be a string"
     if not isinstance(network, dict) or network.get("builder") not in ("nnunet", "medmamba") or not (
             isinstance(network.get("name"), str) and isinstance(network.get("arch_init_kwargs"), dict)
             and isinstance(network.get("arch_init_kwargs_req_import"), list)
             and _is_int(network.get("num_input_channels")) and _is_int(network.get("num_output_channels"))):
         return "'network' must give builder (nnunet or medmamba), name, arch_init_kwargs, " \
                "arch_init_kwargs_req_import, num_input_channels and num_output_channels"
-    if network["num_input_channels"] != len(channels):
-        return f"'network' takes {network['num_input_channels']} input channels, 'channels' lists {len(channels)}"
+    if network["num_input_channels"] != len(manifest["channels"]):
+        return (f"'network' takes {network['num_input_channels']} input channels, 'channels' lists "
+                f"{len(manifest['channels'])}")
     mirroring = manifest.get("inference_allowed_mirroring_axes")
     if mirroring is not None and not (isinstance(mirroring, list) and all(_is_int(a) for a in mirroring)):
         return "'inference_allowed_mirroring_axes' must be null or a list of axes"
@@ -185,8 +193,8 @@ class ModelPackage:
 
 
 def read_manifest(zip_path: str | Path) -> dict:
-    """The manifest, its structure checked (member checksums are not verified): for listing a package's labels
-    and channels.
+    """The manifest, the part that describes the model checked (member checksums are not verified): for listing a
+    package's trainer, folds, channels and labels.
 
     Args:
         zip_path: the model package.
@@ -196,13 +204,13 @@ def read_manifest(zip_path: str | Path) -> dict:
     """
     zip_path = Path(zip_path)
     if not zip_path.is_file():
-        raise MedMambaError(f"{zip_path}: no such model package file")
+        raise MedMambaError(f"{zip_path}: not a readable model package (no such file)")
     with _reading(zip_path), zipfile.ZipFile(zip_path) as zf:
         _check_members(zip_path, zf.infolist())
         if MANIFEST not in zf.namelist():
             raise MedMambaError(f"{zip_path}: no {MANIFEST} in the package")
         manifest = _parse_json(zip_path, MANIFEST, zf.read(MANIFEST))
-    problem = _manifest_problem(manifest)
+    problem = _listing_problem(manifest)
     if problem:
         raise MedMambaError(f"{zip_path}: {MANIFEST} {problem}")
     return manifest
@@ -223,6 +231,9 @@ def load_package(zip_path: str | Path, folds: list | None = None) -> ModelPackag
 
     zip_path = Path(zip_path)
     manifest = read_manifest(zip_path)
+    problem = _loading_problem(manifest)
+    if problem:
+        raise MedMambaError(f"{zip_path}: {MANIFEST} {problem}")
     listed = manifest["files"]
     with _reading(zip_path), zipfile.ZipFile(zip_path) as zf:
         _check_integrity(zip_path, zf)
