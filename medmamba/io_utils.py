@@ -49,8 +49,9 @@ def _read_marker(folder: Path) -> dict | None:
         marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(marker, dict) or not isinstance(marker.get("files"), list):
-        return None
+    if not (isinstance(marker, dict) and isinstance(marker.get("files"), list)
+            and all(isinstance(f, str) and f for f in marker["files"])):
+        return None  # not one of ours: the folder counts as someone else's
     return marker
 
 
