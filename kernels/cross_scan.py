@@ -44,46 +44,49 @@ def _use_triton(t: torch.Tensor, n_spatial: int, backend: str, fn: str) -> bool:
     return backend == "auto" and t.is_cuda and supported and _triton_importable()
 
 
-def _axis_routes_only(routes: tuple[AnyRoute, ...]) -> bool:
-    return all(isinstance(r, Route) for r in routes)
-
-
 # ---- torch path ----
+# A route is its forward sequence (an axis order's permute, or a path's gather), maybe flipped: routes sharing a
+# forward sequence are scanned once, and summed before one un-permute when merged.
 
-def _gather_indices(routes, spatial, t: torch.Tensor, inverse: bool, shape: tuple[int, ...]) -> torch.Tensor:
-    positions, inverses = route_index_tensors(routes, spatial, t.device)
+def _forward(route: AnyRoute) -> AnyRoute:
+    return route._replace(reverse=False)
+
+
+def _along(flat: torch.Tensor, route: AnyRoute, spatial: tuple[int, ...], inverse: bool) -> torch.Tensor:
+    """(B, C, L) in row-major order -> along the forward ``route`` (or back, with ``inverse``)."""
+    b, c, length = flat.shape
+    if isinstance(route, Route):
+        order = route.order
+        if inverse:
+            back = [order.index(a) for a in range(len(order))]
+            return flat.reshape(b, c, *[spatial[a] for a in order]).permute(0, 1, *[2 + i for i in back]).flatten(2)
+        return flat.reshape(b, c, *spatial).permute(0, 1, *[2 + a for a in order]).flatten(2)
+    positions, inverses = route_index_tensors([route], spatial, flat.device)
     index = inverses if inverse else positions
-    return index.view(1, len(routes), 1, -1).expand(shape)
+    return torch.gather(flat, 2, index.view(1, 1, length).expand(b, c, length))
 
 
 def _scan_torch(x: torch.Tensor, routes: tuple[AnyRoute, ...]) -> torch.Tensor:
-    b, c, *spatial = x.shape
-    if not _axis_routes_only(routes):
-        shape = (b, len(routes), c, math.prod(spatial))
-        return torch.gather(x.flatten(2).unsqueeze(1).expand(shape), 3,
-                            _gather_indices(routes, tuple(spatial), x, False, shape))
-    seqs = {}
-    for order in dict.fromkeys(r.order for r in routes):
-        seqs[order] = x.permute(0, 1, *[2 + a for a in order]).flatten(2)
-    return torch.stack([seqs[r.order].flip(-1) if r.reverse else seqs[r.order] for r in routes], 1)
+    spatial = tuple(x.shape[2:])
+    flat = x.flatten(2)
+    seqs = {f: _along(flat, f, spatial, inverse=False) for f in dict.fromkeys(map(_forward, routes))}
+    return torch.stack([seqs[_forward(r)].flip(-1) if r.reverse else seqs[_forward(r)] for r in routes], 1)
 
 
 def _unscan_torch(y: torch.Tensor, routes: tuple[AnyRoute, ...], spatial: tuple[int, ...]) -> torch.Tensor:
-    return torch.gather(y, 3, _gather_indices(routes, spatial, y, True, tuple(y.shape)))
+    return torch.stack([_along(y[:, k].flip(-1) if r.reverse else y[:, k], _forward(r), spatial, inverse=True)
+                        for k, r in enumerate(routes)], 1)
 
 
 def _merge_torch(y: torch.Tensor, routes: tuple[AnyRoute, ...], spatial: tuple[int, ...]) -> torch.Tensor:
-    if not _axis_routes_only(routes):
-        return _unscan_torch(y, routes, spatial).sum(1)
-    b, _, c, _ = y.shape
-    per_order: dict[tuple[int, ...], torch.Tensor] = {}
-    for k, r in enumerate(routes):  # routes sharing an order are summed before one un-permute
+    per_forward: dict[AnyRoute, torch.Tensor] = {}
+    for k, r in enumerate(routes):
         seq = y[:, k].flip(-1) if r.reverse else y[:, k]
-        per_order[r.order] = per_order[r.order] + seq if r.order in per_order else seq
+        f = _forward(r)
+        per_forward[f] = per_forward[f] + seq if f in per_forward else seq
     out = None
-    for order, seq in per_order.items():
-        inverse = [order.index(a) for a in range(len(order))]
-        seq = seq.reshape(b, c, *[spatial[a] for a in order]).permute(0, 1, *[2 + i for i in inverse]).flatten(2)
+    for f, seq in per_forward.items():
+        seq = _along(seq, f, spatial, inverse=True)
         out = seq if out is None else out + seq
     return out
 

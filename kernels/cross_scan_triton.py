@@ -179,7 +179,7 @@ def _launches(routes, spatial: tuple[int, ...]):
 def _scan(x: torch.Tensor, routes) -> torch.Tensor:
     x = _rows_contiguous(x, 2)
     (b, c), spatial = x.shape[:2], tuple(x.shape[2:])
-    out = x.new_empty(b, len(routes), c, math.prod(spatial))
+    out = torch.empty(b, len(routes), c, math.prod(spatial), dtype=x.dtype, device=x.device)
     if out.numel():
         g, chunks = _launches(routes, spatial)
         for first, k, code in chunks:
@@ -195,7 +195,7 @@ def _merge(y: torch.Tensor, routes, spatial: tuple[int, ...]) -> torch.Tensor:
     g, chunks = _launches(routes, spatial)
     acc_dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
     # several launches accumulate through `out`: keep it in the accumulation dtype until the last one
-    out = y.new_empty(b, c, length, dtype=acc_dtype if len(chunks) > 1 else y.dtype)
+    out = torch.empty(b, c, length, dtype=acc_dtype if len(chunks) > 1 else y.dtype, device=y.device)
     if out.numel():
         for first, k, code in chunks:
             _cross_merge_kernel[(b * c * g["n_tiles"],)](
@@ -252,7 +252,7 @@ def _gather(src: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
     """src (B, K or 1, C, L) -> (B, k, C, L) gathered along L by index (k, L); a K of 1 is broadcast."""
     src = _rows_contiguous(src, 3)
     b, _, c, length = src.shape
-    out = src.new_empty(b, k, c, length)
+    out = torch.empty(b, k, c, length, dtype=src.dtype, device=src.device)
     if out.numel():
         grid = (b * k * c, triton.cdiv(length, _GATHER_BLOCK))
         _gather_kernel[grid](src, index, out, src.stride(0), src.stride(1) if src.shape[1] > 1 else 0,
@@ -264,7 +264,7 @@ def _gather_sum(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """src (B, K, C, L) -> (B, C, L): the K gathers summed."""
     src = _rows_contiguous(src, 3)
     b, k, c, length = src.shape
-    out = src.new_empty(b, c, length)
+    out = torch.empty(b, c, length, dtype=src.dtype, device=src.device)
     if out.numel():
         acc = tl.float64 if src.dtype == torch.float64 else tl.float32
         grid = (b * c, triton.cdiv(length, _GATHER_BLOCK))

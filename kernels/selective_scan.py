@@ -175,7 +175,9 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, save_for_bac
     batch, dim, L = u.shape
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
     saved = saved_shape(backend, batch, dim, L, A.shape[1], B.shape[1]) if save_for_backward else (0,)
-    return u.new_empty(u.shape), u.new_empty(batch, dim, A.shape[1], dtype=compute), u.new_empty(saved, dtype=compute)
+    return (torch.empty(u.shape, dtype=u.dtype, device=u.device),
+            torch.empty(batch, dim, A.shape[1], dtype=compute, device=u.device),
+            torch.empty(saved, dtype=compute, device=u.device))
 
 
 @torch.library.custom_op("medmamba::selective_scan_backward", mutates_args=())
@@ -185,12 +187,13 @@ def _selective_scan_backward_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
     """Gradients of (u, delta, A, B, C, D, z, delta_bias); an empty tensor stands for an absent input's."""
     grads = getattr(_backend(backend), f"selective_scan_{backend}_bwd")(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, saved, dout, dlast)
-    return [g if g is not None else u.new_empty(0) for g in grads]
+    return [g if g is not None else torch.empty(0, dtype=u.dtype, device=u.device) for g in grads]
 
 
 @_selective_scan_backward_op.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, saved, dout, dlast):
-    return [torch.empty_like(t) if t is not None else u.new_empty(0) for t in (u, delta, A, B, C, D, z, delta_bias)]
+    return [torch.empty_like(t) if t is not None else torch.empty(0, dtype=u.dtype, device=u.device)
+            for t in (u, delta, A, B, C, D, z, delta_bias)]
 
 
 def _setup_context(ctx, inputs, output):

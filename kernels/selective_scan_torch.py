@@ -193,7 +193,7 @@ def _scan_forward(dt, x, A_t, B, C, keep_states):
     floor = _can_underflow(dt, A_t)
     y_r = _buffer(x_r.shape, x_r, "y")
     all_states = (torch.empty(layout.rows, b, G, N, dg, dtype=x.dtype, device=x.device) if keep_states
-                  else x.new_empty(0))
+                  else torch.empty(0, dtype=x.dtype, device=x.device))
     h = None
     for rows in layout.blocks:
         dt_b = dt_r[rows]

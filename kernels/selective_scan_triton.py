@@ -195,8 +195,9 @@ def selective_scan_triton_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None
     G, N = B.shape[1], B.shape[2]
     n_chunks = triton.cdiv(L, BLOCK_T)
     out = torch.empty_like(u)
-    last = u.new_empty(batch, dim, N, dtype=torch.float32)
-    ckpt = u.new_empty(checkpoint_shape(batch, dim, L, N) if save_for_backward else (0,), dtype=torch.float32)
+    last = torch.empty(batch, dim, N, dtype=torch.float32, device=u.device)
+    ckpt = torch.empty(checkpoint_shape(batch, dim, L, N) if save_for_backward else (0,), dtype=torch.float32,
+                       device=u.device)
     grid = (triton.cdiv(dim // G, BLOCK_D), G, batch)
     dummy = A
     _fwd_kernel[grid](u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,

@@ -4,6 +4,7 @@ CPU backends (numba, torch) through the public function and so through the ``med
 The Triton kernels run on CPU under TRITON_INTERPRET=1 in a subprocess (the flag must be set before triton is
 imported): see tests/triton_interp_selective_scan.py, which reuses the reference and the cases defined here.
 """
+import functools
 import importlib
 import os
 import subprocess
@@ -90,14 +91,14 @@ def check_against_reference(fn, inputs, delta_softplus, return_last_state, atol,
         ref_grad = ref_grads[name].double()
         scale = ref_grad.abs().max().item() + 1.0
         torch.testing.assert_close(grads[name].double(), ref_grad, atol=atol * scale, rtol=rtol,
-                                   msg=lambda m: f"grad of {name}: {m}")
+                                   msg=lambda m, name=name: f"grad of {name}: {m}")
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("case", CASES + LONG_CASES, ids=lambda c: c[0])
 def test_cpu_backends_match_reference(case, backend):
     _, kwargs, softplus, last_state = case
-    fn = lambda **kw: selective_scan(**kw, return_last_state=last_state, backend=backend)
+    fn = functools.partial(selective_scan, return_last_state=last_state, backend=backend)
     check_against_reference(fn, make_inputs(**kwargs), softplus, last_state, atol=2e-5, rtol=1e-4)
 
 
@@ -109,7 +110,7 @@ def test_torch_chunk_and_block_boundaries(monkeypatch, chunk_size, block_steps):
     per_step = 2 * 4 * 4  # batch * dim * N
     monkeypatch.setattr(selective_scan_torch_module, "CHUNK_SIZE", chunk_size)
     monkeypatch.setattr(selective_scan_torch_module, "BLOCK_ELEMENTS", per_step * (block_steps or 30))
-    fn = lambda **kw: selective_scan(**kw, return_last_state=True, backend="torch")
+    fn = functools.partial(selective_scan, return_last_state=True, backend="torch")
     check_against_reference(fn, inputs, True, True, atol=2e-5, rtol=1e-4)
 
 
@@ -119,7 +120,7 @@ def test_numba_channel_blocks_and_partial_sums(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert numba_module._lanes(1, 150, 2) == 32
     inputs = make_inputs(batch=1, dim=150, L=2 * numba_module.CHUNK + 5, N=3, G=1)
-    fn = lambda **kw: selective_scan(**kw, return_last_state=True, backend="numba")
+    fn = functools.partial(selective_scan, return_last_state=True, backend="numba")
     check_against_reference(fn, inputs, True, True, atol=2e-5, rtol=1e-4)
 
 
@@ -130,7 +131,7 @@ def test_extreme_decays_stay_exact(backend):
     exp(dt A) h_{t-1} itself, not from h_t - dt B u (which would cancel)."""
     inputs = make_inputs(batch=1, dim=4, L=70, G=1, delta_scale=30.0, with_bias=False)
     inputs["A"] = inputs["A"] * 20
-    fn = lambda **kw: selective_scan(**kw, return_last_state=True, backend=backend)
+    fn = functools.partial(selective_scan, return_last_state=True, backend=backend)
     check_against_reference(fn, inputs, False, True, atol=2e-5, rtol=1e-4)
 
 
@@ -162,6 +163,19 @@ def test_gradcheck_float64(monkeypatch, backend, L):
         return selective_scan(**dict(zip(names, args)), delta_softplus=True, return_last_state=True, backend=backend)
 
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6, fast_mode=L > 64)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_monai_meta_tensors(backend):
+    """MONAI pipelines hand the networks MetaTensors, whose ``new_empty`` takes other arguments: forward and
+    backward must not allocate through it."""
+    from monai.data import MetaTensor
+
+    inputs = {k: None if v is None else MetaTensor(v).requires_grad_(True)
+              for k, v in make_inputs(dim=4, L=12).items()}
+    out = selective_scan(**inputs, delta_softplus=True, backend=backend)
+    out.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in inputs.values() if t is not None)
 
 
 def test_auto_backend_on_cpu_is_numba():
