@@ -26,11 +26,14 @@ import uuid
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+
 from medmamba.errors import MedMambaError
 
 MARKER = ".medmamba-output.json"
 TEMPORARY = re.compile(r"\.(?P<name>.+)\.tmp-[^/]*")  # what atomic_file and atomic_dir write before renaming
 OVERWRITE_OPTION = "--overwrite"
+_UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it) and put back at once
+os.umask(_UMASK)
 
 
 def _tree(folder: Path) -> set[str]:
@@ -306,4 +309,6 @@ def atomic_file(target: str | os.PathLike, suffix: str = ""):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if tmp.exists():  # mkstemp's 0600, not what a plain open() would have made
+        os.chmod(tmp, 0o666 & ~_UMASK)
     os.replace(tmp, target)
