@@ -15,18 +15,15 @@
 from __future__ import annotations
 
 import glob
-import math
 import os
 from typing import Any
 
 import numpy as np
 import torch
-from torch import autocast, nn
-from torch.optim.lr_scheduler import _LRScheduler
-
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import autocast, nn
 
 
 def plain(value: Any) -> Any:
@@ -40,26 +37,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-class CosineLRScheduler(_LRScheduler):
-    """Cosine annealing from the initial learning rate to ``min_lr`` over ``max_steps`` epochs.
-
-    Like nnU-Net's ``PolyLRScheduler``, ``step(epoch)`` sets the rate for that epoch directly, so resuming
-    needs no scheduler state.
-    """
-
-    def __init__(self, optimizer, initial_lr: float, max_steps: int, min_lr: float = 1e-5):
-        self.initial_lr, self.max_steps, self.min_lr = initial_lr, max_steps, min_lr
-        self.ctr = 0
-        super().__init__(optimizer, -1)
-
-    def step(self, current_step: int | None = None):
-        if current_step is None or current_step == -1:
-            current_step = self.ctr
-            self.ctr += 1
-        progress = min(current_step / max(self.max_steps, 1), 1.0)
-        new_lr = self.min_lr + (self.initial_lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
-        for group in self.optimizer.param_groups:
-            group["lr"] = new_lr
+CUDA = torch.device("cuda")  # nnUNetTrainer's default device
 
 
 class RecipeTrainer(nnUNetTrainer):
@@ -69,7 +47,7 @@ class RecipeTrainer(nnUNetTrainer):
 
     # nnU-Net records __init__'s named arguments (my_init_kwargs), so the signature is spelled out.
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+                 device: torch.device = CUDA):
         super().__init__(plans, configuration, fold, dataset_json, device)
         for name, value in self.recipe.items():
             setattr(self, name, value)
@@ -80,7 +58,7 @@ class MedMambaTrainer(RecipeTrainer):
     max_nonfinite_steps = 50
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+                 device: torch.device = CUDA):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.nonfinite_steps_in_a_row = 0
 

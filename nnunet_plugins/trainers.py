@@ -10,9 +10,10 @@ nnU-Net's defaults: SGD (Nesterov, momentum 0.99), lr 1e-2, weight decay 3e-5, p
 from __future__ import annotations
 
 import torch
-
-from medmamba.nnunet_plugins.base import CosineLRScheduler, MedMambaTrainer, variant
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+
+from medmamba.nnunet_plugins.base import MedMambaTrainer, variant
+from medmamba.training.common import CosineLRScheduler
 
 
 class VMUNetTrainer(MedMambaTrainer):

@@ -6,6 +6,7 @@ with ``--c``). The ``*_tiny`` trainers (tests/nnunet_test_trainers) run one or t
 """
 import json
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ import torch
 from conftest import run_command
 
 from medmamba.nnunet_plugins import trainers
-from medmamba.nnunet_plugins.base import CosineLRScheduler, plain
+from medmamba.nnunet_plugins.base import plain
 from medmamba.nnunet_plugins.discovery import TRAINER_FOLDER
+from medmamba.training.common import CosineLRScheduler
 
 LABELS = {0, 1, 2}
 # What each paper trained with (optimizer, lr, weight decay, epochs); nnU-Net's default: SGD, 1e-2, 3e-5, 1000.
@@ -112,7 +114,7 @@ def test_plain_checkpoint_values_load_with_weights_only(tmp_path):
     logged = {"train_losses": [np.float64(0.5), np.float32(0.25)], "dice": [[np.float32(0.1), np.float32(0.2)]],
               "ema": np.float64(0.3), "shape": (np.int64(2), 3), "weights": torch.ones(2)}
     torch.save(logged, tmp_path / "numpy.pth")
-    with pytest.raises(Exception):  # what nnU-Net's own checkpoints run into
+    with pytest.raises(pickle.UnpicklingError):  # what nnU-Net's own checkpoints run into
         torch.load(tmp_path / "numpy.pth", weights_only=True)
     torch.save(plain(logged), tmp_path / "plain.pth")
     loaded = torch.load(tmp_path / "plain.pth", weights_only=True)

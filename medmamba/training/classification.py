@@ -8,7 +8,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from medmamba.datasets.readers import check_finite
 from medmamba.errors import MedMambaError
@@ -19,13 +18,9 @@ from medmamba.training.common import (
     autocast,
     check_network_input,
     check_out_dir,
-    epoch_seed,
-    finish_epoch,
+    fit,
     load_checkpoint,
-    make_scaler,
     resolve_device,
-    seed_everything,
-    set_cosine_lr,
     split_validation,
 )
 
@@ -124,6 +119,7 @@ def train_classifier(data_dir, out_dir, model: str = "medmamba_t", epochs: int =
     Every input is checked before training; ``out_dir`` follows ``medmamba.io_utils.claim_dir`` (``overwrite``:
     start an earlier run over, or write beside files training did not write)."""
     from monai.data import DataLoader, Dataset
+    from monai.utils import set_determinism
 
     import medmamba
     from medmamba.transforms.classification import classification_eval_transforms, classification_train_transforms
@@ -141,53 +137,25 @@ def train_classifier(data_dir, out_dir, model: str = "medmamba_t", epochs: int =
                   weight_decay=weight_decay, seed=seed, val_fraction=val_fraction, spatial_size=list(spatial_size),
                   classes=classes, in_channels=channels, data=str(data_dir))
 
-    seed_everything(seed)
+    set_determinism(seed=seed)
     dev = resolve_device(device)
     net = medmamba.create_model(model, spatial_dims=2, in_channels=channels, num_classes=len(classes),
                                 preset=preset).to(dev)
     check_network_input(net, (channels, *spatial_size), "--size", dev)
     train_part, val_part = split_validation(train_items, val_fraction, seed)
-    train_tf = classification_train_transforms(spatial_size)
     eval_tf = classification_eval_transforms(spatial_size)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    scaler = make_scaler(dev, amp)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    history, best, start = [], -1.0, 0
-    claim_dir(out_dir, COMMAND, OUTPUTS, overwrite)
-    if resume and (out_dir / CHECKPOINT_LATEST).is_file():
-        state = load_checkpoint(out_dir / CHECKPOINT_LATEST)
-        _check_same_run(state["config"], config, out_dir / CHECKPOINT_LATEST)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        history, best, start = list(state["history"]), float(state["best"]), int(state["epoch"])
-
     val_loader = DataLoader(Dataset(val_part, eval_tf), batch_size=batch_size, shuffle=False, num_workers=workers)
-    for epoch in range(start, epochs):
-        s = epoch_seed(seed, epoch)
-        torch.manual_seed(s)
-        train_tf.set_random_state(seed=s)
-        set_cosine_lr(optimizer, lr, epoch, epochs)
-        loader = DataLoader(Dataset(train_part, train_tf), batch_size=batch_size, shuffle=True, drop_last=False,
-                            num_workers=workers, generator=torch.Generator().manual_seed(s))
-        net.train()
-        total, count = 0.0, 0
-        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress):
-            x, y = batch["image"].to(dev), batch["label"].to(dev)
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(dev, amp):
-                loss = loss_fn(net(x).float(), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += loss.item() * len(y)
-            count += len(y)
-        entry = {"epoch": epoch + 1, "train_loss": total / max(count, 1)}
-        if val_part:
-            probs, labels = _predict(net, val_loader, dev, amp)
-            entry["accuracy"] = float((probs.argmax(1) == labels).mean())
-        best = finish_epoch(out_dir, entry, "accuracy", history, best, progress, model=net.state_dict(),
-                            optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), config=config)
+
+    def validate() -> float:
+        probs, labels = _predict(net, val_loader, dev, amp)
+        return float((probs.argmax(1) == labels).mean())
+
+    claim_dir(out_dir, COMMAND, OUTPUTS, overwrite)
+    history = fit(net, torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay), out_dir,
+                  train_items=train_part, train_transform=classification_train_transforms(spatial_size),
+                  loss=torch.nn.CrossEntropyLoss(), target_key="label", validate=validate if val_part else None,
+                  metric="accuracy", config=config, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                  device=dev, amp=amp, workers=workers, resume=resume, progress=progress)
 
     if test_items and (out_dir / CHECKPOINT_BEST).is_file():
         net.load_state_dict(load_checkpoint(out_dir / CHECKPOINT_BEST)["model"])
@@ -222,9 +190,3 @@ def write_predictions(out_dir: Path, items: list[dict], classes: list[str], prob
         writer = csv.writer(f)
         writer.writerow(["case", "label"])
         writer.writerows([it["case"], it["label_name"]] for it in items)
-
-
-def _check_same_run(saved: dict, config: dict, path: Path) -> None:
-    changed = sorted(k for k in config if k != "epochs" and saved.get(k) != config[k])
-    if changed:
-        raise MedMambaError(f"{path}: cannot resume, the run differs in {', '.join(changed)}")

@@ -1,15 +1,18 @@
-"""Shared pieces of the training loops: seeding, device and AMP, checkpoints, history plots."""
+"""The training loop the classification and restoration tasks share (:func:`fit`: resume, per-epoch seeding,
+cosine learning rate, AMP, checkpoints, history), and its pieces."""
 from __future__ import annotations
 
 import json
 import math
-import random
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from monai.utils import set_determinism
+from torch.optim.lr_scheduler import LRScheduler
 
 from medmamba.errors import MedMambaError
 from medmamba.io_utils import atomic_file, check_output_dir
@@ -18,21 +21,38 @@ CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def epoch_seed(seed: int, epoch: int) -> int:
     """Each epoch draws from its own seed, so a resumed run repeats the uninterrupted one exactly."""
     return (seed * 1_000_003 + epoch) % 2**31
 
 
-def set_cosine_lr(optimizer: torch.optim.Optimizer, lr: float, epoch: int, epochs: int) -> None:
-    """Cosine decay from ``lr`` in closed form (no scheduler state), so ``--resume`` with more epochs is exact."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
+class CosineLRScheduler(LRScheduler):
+    """Cosine annealing from the initial learning rate to ``min_lr`` over ``max_steps`` epochs: the toolkit's one
+    cosine schedule (our training loops and the nnU-Net trainers whose papers used one).
+
+    Like nnU-Net's ``PolyLRScheduler``, ``step(epoch)`` sets the rate for that epoch in closed form, so resuming
+    needs no scheduler state.
+
+    Args:
+        optimizer: its parameter groups get the rate.
+        initial_lr: the rate at epoch 0.
+        max_steps: the epoch at which ``min_lr`` is reached.
+        min_lr: the final rate.
+    """
+
+    def __init__(self, optimizer, initial_lr: float, max_steps: int, min_lr: float = 1e-5):
+        self.initial_lr, self.max_steps, self.min_lr = initial_lr, max_steps, min_lr
+        self.ctr = 0
+        super().__init__(optimizer, -1)
+
+    def step(self, current_step: int | None = None):
+        if current_step is None or current_step == -1:
+            current_step = self.ctr
+            self.ctr += 1
+        progress = min(current_step / max(self.max_steps, 1), 1.0)
+        new_lr = self.min_lr + (self.initial_lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+        for group in self.optimizer.param_groups:
+            group["lr"] = new_lr
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -139,6 +159,77 @@ def finish_epoch(out_dir: Path, entry: dict, metric: str, history: list[dict], b
     if progress:
         tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()))
     return best
+
+
+def fit(net: torch.nn.Module, optimizer: torch.optim.Optimizer, out_dir: Path, *, train_items: list[dict],
+        train_transform, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], target_key: str,
+        validate: Callable[[], float] | None, metric: str, config: dict, epochs: int, lr: float, batch_size: int,
+        seed: int, device: torch.device, amp: bool, workers: int, resume: bool, progress: bool) -> list[dict]:
+    """Train ``net`` on ``train_items`` for ``epochs`` epochs, keeping the latest and the best checkpoint.
+
+    Each epoch draws from its own seed (:func:`epoch_seed`) for the transforms, the shuffling and the weights'
+    dropout, and sets the cosine learning rate in closed form, so a run resumed from ``checkpoint_latest.pt``
+    repeats the uninterrupted one. On CUDA, ``amp`` trains in float16 with a gradient scaler.
+
+    Args:
+        net, optimizer: what trains.
+        out_dir: the run folder (checkpoints, ``history.json``, ``curves.png``).
+        train_items: MONAI dictionary items with an ``"image"`` and ``target_key``.
+        train_transform: a randomisable MONAI transform applied to each item.
+        loss: ``loss(output, target)`` (the output in float32).
+        target_key: the items' key of the target.
+        validate: returns the validation ``metric`` after an epoch (None: no validation, the best checkpoint is
+            the lowest training loss).
+        metric: the name of the validation metric, higher is better.
+        config: the run's arguments; resuming a run made with other arguments (``epochs`` aside) is refused.
+        epochs, lr, batch_size, seed, device, amp, workers: the usual.
+        resume: continue from ``out_dir/checkpoint_latest.pt`` when there is one.
+        progress: show a progress bar and a line per epoch.
+
+    Returns:
+        The history: one dict per epoch (``epoch``, ``train_loss`` and the metric).
+    """
+    from monai.data import DataLoader, Dataset
+    from tqdm import tqdm
+
+    scaler = make_scaler(device, amp)
+    schedule = CosineLRScheduler(optimizer, lr, epochs, min_lr=0.0)
+    history, best, start = [], -math.inf, 0
+    latest = out_dir / CHECKPOINT_LATEST
+    if resume and latest.is_file():
+        state = load_checkpoint(latest)
+        changed = sorted(k for k in config if k != "epochs" and state["config"].get(k) != config[k])
+        if changed:
+            raise MedMambaError(f"{latest}: cannot resume, the run differs in {', '.join(changed)}")
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        history, best, start = list(state["history"]), float(state["best"]), int(state["epoch"])
+    for epoch in range(start, epochs):
+        s = epoch_seed(seed, epoch)
+        set_determinism(seed=s)
+        train_transform.set_random_state(seed=s)
+        schedule.step(epoch)
+        loader = DataLoader(Dataset(train_items, train_transform), batch_size=batch_size, shuffle=True,
+                            num_workers=workers, generator=torch.Generator().manual_seed(s))
+        net.train()
+        total, count = 0.0, 0
+        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress):
+            x, y = batch["image"].to(device), batch[target_key].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, amp):
+                value = loss(net(x).float(), y)
+            scaler.scale(value).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += value.item() * len(y)
+            count += len(y)
+        entry = {"epoch": epoch + 1, "train_loss": total / max(count, 1)}
+        if validate is not None:
+            entry[metric] = validate()
+        best = finish_epoch(out_dir, entry, metric, history, best, progress, model=net.state_dict(),
+                            optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), config=config)
+    return history
 
 
 def split_validation(cases: list, fraction: float, seed: int) -> tuple[list, list]:

@@ -7,7 +7,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from medmamba.datasets.readers import MEDICAL_ENDINGS, check_same_geometry, list_entries, read_sitk
 from medmamba.errors import MedMambaError
@@ -18,13 +17,9 @@ from medmamba.training.common import (
     autocast,
     check_network_input,
     check_out_dir,
-    epoch_seed,
-    finish_epoch,
+    fit,
     load_checkpoint,
-    make_scaler,
     resolve_device,
-    seed_everything,
-    set_cosine_lr,
     split_validation,
 )
 
@@ -79,8 +74,9 @@ def train_restoration(data_dir, out_dir, model: str = "mambair", degradation: st
     """Train with an L1 loss, keep the best validation PSNR, restore ``DIR/test``; returns the last history entry.
     Every input is checked before training; ``out_dir`` follows ``medmamba.io_utils.claim_dir`` (``overwrite``:
     start an earlier run over, or write beside files training did not write)."""
-    from monai.data import DataLoader, Dataset
+    from monai.data import Dataset
     from monai.inferers import sliding_window_inference
+    from monai.utils import set_determinism
 
     import medmamba
     from medmamba.transforms.degradations import DEGRADATIONS
@@ -108,57 +104,28 @@ def train_restoration(data_dir, out_dir, model: str = "mambair", degradation: st
                   epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_fraction=val_fraction,
                   patch_size=list(patch), shift=shift, scale=scale, data=str(data_dir))
 
-    seed_everything(seed)
+    set_determinism(seed=seed)
     dev = resolve_device(device)
     net = medmamba.create_model(model, spatial_dims=2, in_channels=1, out_channels=1, preset=preset).to(dev)
     check_network_input(net, (1, *patch), "--patch", dev)
     train_part, val_part = split_validation(train_items, val_fraction, seed)
     train_tf, eval_tf = _transforms(degradation, patch, shift, scale, degradation_params, train_items[0])
-    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    scaler = make_scaler(dev, amp)
-    history, best, start = [], -float("inf"), 0
-    claim_dir(out_dir, COMMAND, OUTPUTS, overwrite)
-    if resume and (out_dir / CHECKPOINT_LATEST).is_file():
-        state = load_checkpoint(out_dir / CHECKPOINT_LATEST)
-        changed = sorted(k for k in config if k != "epochs" and state["config"].get(k) != config[k])
-        if changed:
-            raise MedMambaError(f"{out_dir / CHECKPOINT_LATEST}: cannot resume, the run differs in "
-                                f"{', '.join(changed)}")
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        history, best, start = list(state["history"]), float(state["best"]), int(state["epoch"])
 
     def infer(x: torch.Tensor) -> torch.Tensor:
         with autocast(dev, amp):
             return sliding_window_inference(x.to(dev), roi_size=patch, sw_batch_size=batch_size, predictor=net,
                                             overlap=0.25, mode="gaussian", padding_mode="replicate").float()
 
-    for epoch in range(start, epochs):
-        s = epoch_seed(seed, epoch)
-        torch.manual_seed(s)
-        train_tf.set_random_state(seed=s)
-        set_cosine_lr(optimizer, lr, epoch, epochs)
-        loader = DataLoader(Dataset(train_part, train_tf), batch_size=batch_size, shuffle=True,
-                            num_workers=workers, generator=torch.Generator().manual_seed(s))
-        net.train()
-        total, count = 0.0, 0
-        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress):
-            x, y = batch["image"].to(dev), batch["target"].to(dev)
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(dev, amp):
-                loss = torch.nn.functional.l1_loss(net(x).float(), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += loss.item() * len(y)
-            count += len(y)
-        entry = {"epoch": epoch + 1, "train_loss": total / max(count, 1)}
-        if val_part:
-            eval_tf.set_random_state(seed=seed)  # the same degraded validation images every epoch
-            entry["psnr"] = _mean_psnr(net, Dataset(val_part, eval_tf), infer)
-        best = finish_epoch(out_dir, entry, "psnr", history, best, progress, model=net.state_dict(),
-                            optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), config=config)
+    def validate() -> float:
+        eval_tf.set_random_state(seed=seed)  # the same degraded validation images every epoch
+        return _mean_psnr(net, Dataset(val_part, eval_tf), infer)
+
+    claim_dir(out_dir, COMMAND, OUTPUTS, overwrite)
+    history = fit(net, torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4), out_dir,
+                  train_items=train_part, train_transform=train_tf, loss=torch.nn.functional.l1_loss,
+                  target_key="target", validate=validate if val_part else None, metric="psnr", config=config,
+                  epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=dev, amp=amp, workers=workers,
+                  resume=resume, progress=progress)
 
     if test_items and (out_dir / CHECKPOINT_BEST).is_file():
         net.load_state_dict(load_checkpoint(out_dir / CHECKPOINT_BEST)["model"])
@@ -188,16 +155,17 @@ def _transforms(degradation, patch, shift, scale, params: dict, probe: dict):
 
 @torch.no_grad()
 def _mean_psnr(net, dataset, infer) -> float:
-    """Mean PSNR over whole images, data range = the clean image's max - min (as the evaluation harness)."""
+    """Mean PSNR over whole images with the evaluation harness's metric (MONAI's), data range the clean image's
+    max - min."""
+    from medmamba.evaluation.restoration import image_metrics
+
     net.eval()
     values = []
     for item in dataset:
-        pred = infer(item["image"][None])[0].cpu()
-        ref = item["target"]
-        mse = float(torch.mean((pred - ref) ** 2))
-        data_range = float(ref.max() - ref.min()) or 1.0
-        values.append(10 * np.log10(data_range**2 / max(mse, 1e-12)))
-    return float(np.mean(values))
+        pred = infer(item["image"][None])[0].cpu().numpy()
+        ref = np.asarray(item["target"])
+        values.append(image_metrics(pred, ref, float(ref.max() - ref.min()) or 1.0)["psnr"])
+    return float(np.nanmean(values))
 
 
 @torch.no_grad()
