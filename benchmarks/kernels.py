@@ -24,7 +24,6 @@ import importlib.util
 import json
 import math
 import os
-import statistics
 import time
 from pathlib import Path
 

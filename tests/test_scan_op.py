@@ -2,9 +2,9 @@
 torch.compile of a segmentation network without graph breaks, and torch.export of two networks."""
 import pytest
 import torch
+from test_selective_scan import make_inputs
 
 import medmamba
-from test_selective_scan import make_inputs
 
 
 @pytest.mark.parametrize("backend", ["numba", "torch"])
