@@ -28,7 +28,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import report_row
+from helpers import report_row
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import NNUNET_TEST_TRAINERS
+from helpers import NNUNET_TEST_TRAINERS
 
 from medmamba.nnunet_plugins import discovery
 
@@ -108,9 +108,10 @@ def test_doctor_reports_versions_backend_and_discovery():
     proc = subprocess.run([Path(sys.executable).parent / "medmamba", "doctor"], env=env_with(None),
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    from importlib.metadata import version
+
     import nnunetv2  # noqa: F401  (installed: its version must be reported)
     import torch
-    from importlib.metadata import version
 
     for expected in (f"torch     {torch.__version__}", f"nnunetv2  {version('nnunetv2')}", f"monai     {version('monai')}",
                      f"nnUNet_extTrainer={discovery.TRAINER_FOLDER}", "scan backend 'auto': " + ("triton" if torch.cuda.is_available() else "numba on CPU"),

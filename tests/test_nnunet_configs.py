@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import _build_once, nnunet_subprocess_env, run_command
+from helpers import build_once, nnunet_subprocess_env, run_command
 from test_nnunet_trainers import LABELS, assert_same_geometry_and_labels, check_trained_fold
 
 LOWRES_DATASET_ID = 902
@@ -75,7 +75,7 @@ def trained_mhsvm_cascade(tmp_path_factory) -> dict:
         return {**data, "lowres": str(results_folder(data, CASCADE_TRAINER, "3d_lowres")),
                 "cascade": str(results_folder(data, CASCADE_TRAINER, "3d_cascade_fullres"))}
 
-    return _build_once(tmp_path_factory, "nnunet_cascade", build)
+    return build_once(tmp_path_factory, "nnunet_cascade", build)
 
 
 # --------------------------------------------------------------------------------------------------------------

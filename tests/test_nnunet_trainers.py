@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import run_command
+from helpers import run_command
 
 from medmamba.nnunet_plugins import trainers
 from medmamba.nnunet_plugins.base import plain
