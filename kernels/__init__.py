@@ -1,4 +1,5 @@
-"""Scan kernels (no nn.Modules): selective scan and cross-scan/merge, Triton on CUDA, PyTorch elsewhere."""
+"""Scan kernels (no nn.Modules): selective scan and cross-scan/merge; Triton on CUDA, numba (the scan) and PyTorch
+on the CPU, chosen in ``medmamba.kernels.backends``."""
 from medmamba.kernels.cross_scan import (
     cross_merge,
     cross_merge_2d,

@@ -11,37 +11,20 @@ the cached index arrays once any permutation route is present). Multi-head scans
 from __future__ import annotations
 
 import math
-import os
 from typing import Sequence
 
 import torch
 
+from medmamba.kernels.backends import resolve_backend
 from medmamba.kernels.routes import ROUTES_2D, ROUTES_3D, AnyRoute, Route, check_routes, route_index_tensors
 
-_BACKENDS = ("auto", "torch", "triton")
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _triton_importable() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _use_triton(t: torch.Tensor, n_spatial: int, backend: str, fn: str) -> bool:
-    if backend not in _BACKENDS:
-        raise ValueError(f"{fn}: backend={backend!r}, expected one of {_BACKENDS}")
     supported = n_spatial <= 3 and t.dtype in _TRITON_DTYPES
-    if backend == "triton":
-        if not (t.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
-            raise ValueError(f"{fn}: backend='triton' needs a CUDA tensor (or TRITON_INTERPRET=1), got {t.device}")
-        if not supported:
-            raise ValueError(f"{fn}: backend='triton' takes 1-3 spatial axes and a float dtype, got "
-                             f"{n_spatial} axes and {t.dtype}")
-        return True
-    return backend == "auto" and t.is_cuda and supported and _triton_importable()
+    what = f"a {t.dtype} tensor with {n_spatial} spatial axes; Triton takes 1-3 and a float dtype"
+    return resolve_backend("cross_scan", backend, t.device, supported, what, caller=fn) == "triton"
 
 
 # ---- torch path ----

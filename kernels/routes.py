@@ -34,6 +34,7 @@ from typing import NamedTuple, Union
 
 import numpy as np
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 
 
 class Route(NamedTuple):
@@ -248,7 +249,9 @@ def route_positions(route: AnyRoute, spatial: tuple[int, ...]) -> np.ndarray:
     return steps
 
 
-@functools.lru_cache(maxsize=256)
+_INDEX_TENSORS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def _index_tensors(routes: tuple[AnyRoute, ...], spatial: tuple[int, ...], device: torch.device,
                    dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     positions = np.stack([route_positions(r, spatial) for r in routes])
@@ -264,4 +267,11 @@ def route_index_tensors(routes: Sequence[AnyRoute], spatial: Sequence[int], devi
     position q is step ``inverse[k, q]`` of route k. Cached per routes, shape, device and dtype (no host sync after
     the first call).
     """
-    return _index_tensors(tuple(routes), tuple(int(s) for s in spatial), torch.device(device), dtype)
+    key = (tuple(routes), tuple(int(s) for s in spatial), torch.device(device), dtype)
+    if key in _INDEX_TENSORS:
+        return _INDEX_TENSORS[key]
+    tensors = _index_tensors(*key)
+    # made while torch.export / compile trace (fake tensors) they are the trace's, not to be reused eagerly
+    if not any(isinstance(t, FakeTensor) for t in tensors):
+        _INDEX_TENSORS[key] = tensors
+    return tensors

@@ -7,7 +7,6 @@ opaque node for ``torch.compile`` and ``torch.export``, with a fake implementati
 """
 from __future__ import annotations
 
-import os
 from importlib import import_module
 from typing import Optional
 
@@ -15,40 +14,10 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
+from medmamba.kernels.backends import OPS, resolve_backend
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-BACKENDS = ("auto", "torch", "numba", "triton")
-_MODULES = {name: f"medmamba.kernels.selective_scan_{name}" for name in BACKENDS[1:]}
-_numba_problem: list[str | None] = []  # filled on first use: None when the numba backend imports
-
-
-def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def numba_unavailable_reason() -> str | None:
-    """None when the numba backend imports, else why it does not (``auto`` then uses torch on the CPU)."""
-    if not _numba_problem:
-        try:
-            import_module(_MODULES["numba"])
-            _numba_problem.append(None)
-        except Exception as err:  # ImportError, or numba/llvmlite failing to load on this platform
-            _numba_problem.append(f"{type(err).__name__}: {err}")
-    return _numba_problem[0]
-
-
-# constants to torch.compile (resolved when tracing, no import traced)
-@torch.compiler.assume_constant_result
-def _cuda_backend() -> str:
-    return "triton" if triton_available() else "torch"
-
-
-@torch.compiler.assume_constant_result
-def _cpu_backend() -> str:
-    return "numba" if numba_unavailable_reason() is None else "torch"
+_MODULES = {name: f"medmamba.kernels.selective_scan_{name}" for name in OPS["selective_scan"]}
 
 
 def _check(name, t, expected_shape, device, shape_text):
@@ -124,25 +93,14 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         return_last_state: also return h_L.
         backend: "numba" (fused CPU kernels), "torch" (chunked PyTorch, any device), "triton" (CUDA, or CPU under
             TRITON_INTERPRET=1), or "auto": triton for CUDA tensors when triton imports, numba on the CPU when it
-            imports (`numba_unavailable_reason`), torch otherwise.
+            imports, torch otherwise (``medmamba.kernels.backends``).
 
     Returns:
         out (batch, dim, L) in u's dtype and, with return_last_state, also h_L (batch, dim, N) in float32
         (float64 for float64 u).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"selective_scan: backend={backend!r}; expected one of {BACKENDS}")
     B, C = _validate(u, delta, A, B, C, D, z, delta_bias)
-    if backend == "auto":
-        backend = _cuda_backend() if u.is_cuda else _cpu_backend() if u.device.type == "cpu" else "torch"
-    if backend == "triton" and not (u.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
-        raise ValueError(f"selective_scan: backend='triton' needs CUDA tensors (u is on {u.device}, shape "
-                         f"{tuple(u.shape)}) or TRITON_INTERPRET=1")
-    if backend == "numba" and u.device.type not in ("cpu", "meta"):
-        raise ValueError(f"selective_scan: backend='numba' needs CPU tensors (u is on {u.device}, shape "
-                         f"{tuple(u.shape)})")
-    if backend == "numba" and _cpu_backend() != "numba":
-        raise ValueError(f"selective_scan: backend='numba' is unavailable ({numba_unavailable_reason()})")
+    backend = resolve_backend("selective_scan", backend, u.device, what=f"u (shape {tuple(u.shape)})")
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                            for t in (u, delta, A, B, C, D, z, delta_bias))
     out, last, _ = torch.ops.medmamba.selective_scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),

@@ -5,7 +5,6 @@ The Triton kernels run on CPU under TRITON_INTERPRET=1 in a subprocess (the flag
 imported): see tests/triton_interp_selective_scan.py, which reuses the reference and the cases defined here.
 """
 import functools
-import importlib
 import os
 import subprocess
 import sys
@@ -184,8 +183,9 @@ def test_auto_backend_on_cpu_is_numba():
 
 
 def test_without_numba_auto_uses_torch_and_numba_says_why(monkeypatch):
-    dispatch = importlib.import_module("medmamba.kernels.selective_scan")  # the module, not the function
-    monkeypatch.setattr(dispatch, "_numba_problem", ["ImportError: No module named 'numba'"])
+    from medmamba.kernels import backends
+
+    monkeypatch.setattr(backends, "_numba_problem", ["ImportError: No module named 'numba'"])
     inputs = make_inputs(dim=4, L=10)
     torch.testing.assert_close(selective_scan(**inputs), selective_scan(**inputs, backend="torch"), rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"backend='numba' is unavailable \(ImportError: No module named 'numba'\)"):
@@ -212,6 +212,26 @@ def test_bad_arguments_raise_value_error(name, bad, expected):
         selective_scan(**inputs)
     msg = str(info.value)
     assert str(tuple(bad.shape)) in msg and expected in msg, msg
+
+
+def test_auto_backends_on_cuda_without_triton(monkeypatch):
+    """One decision for both ops: on a CUDA device without triton, "auto" falls back to torch for the scan and the
+    cross-scan alike (no GPU needed: the decision takes the device), and an explicit "triton" says why."""
+    from medmamba.kernels import backends
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(backends, "triton_available", lambda: False)
+    assert backends.resolve_backend("selective_scan", "auto", cuda) == "torch"
+    assert backends.resolve_backend("cross_scan", "auto", cuda) == "torch"
+    with pytest.raises(ValueError, match="needs triton, which does not import"):
+        backends.resolve_backend("cross_scan", "triton", cuda)
+    monkeypatch.setattr(backends, "triton_available", lambda: True)
+    assert backends.resolve_backend("selective_scan", "auto", cuda) == "triton"
+    assert backends.resolve_backend("cross_scan", "auto", cuda) == "triton"
+    assert backends.resolve_backend("cross_scan", "auto", cuda, supported_by_triton=False) == "torch"
+    assert backends.resolve_backend("cross_scan", "auto", torch.device("cpu")) == "torch"
+    with pytest.raises(ValueError, match="expected one of"):
+        backends.resolve_backend("cross_scan", "numba", torch.device("cpu"))
 
 
 def test_bad_backend_and_triton_without_cuda(monkeypatch):

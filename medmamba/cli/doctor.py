@@ -73,7 +73,7 @@ def _numba_kernels(warm: bool) -> str:
 def run(args) -> int:
     import torch
 
-    from medmamba.kernels.selective_scan import numba_unavailable_reason, triton_available
+    from medmamba.kernels.backends import numba_unavailable_reason, triton_available
 
     cuda = torch.cuda.is_available()
     print("versions")

@@ -3,7 +3,7 @@
 Same names, call signatures, shapes and dtypes as ``mamba_ssm.ops.selective_scan_interface``,
 ``mamba_ssm.ops.triton.layer_norm``, ``mamba_ssm.ops.triton.selective_state_update`` and ``causal_conv1d``,
 including the bidirectional functions of Vim's and SegMamba's forks. The fused CUDA functions become compositions
-of PyTorch ops around `medmamba.kernels.selective_scan` (Triton on CUDA, chunked PyTorch elsewhere), so autograd
+of PyTorch ops around `medmamba.kernels.selective_scan` (Triton on CUDA, numba on the CPU), so autograd
 gives their backward; each ``_ref`` runs the float64 loop `medmamba.kernels.selective_scan_ref` instead.
 """
 import torch
