@@ -31,9 +31,14 @@ class ScanRouteAttention(nn.Module):
     def forward(self, ys: torch.Tensor) -> torch.Tensor:
         if ys.shape[1] < 2:
             raise ValueError("scan route attention needs at least 2 routes per head")
-        shifted_mean = (ys - ys.amin(dim=1, keepdim=True)).mean(dim=1)
-        cv = ys.std(dim=1) / (shifted_mean + self.eps)
-        return ys.sum(dim=1) * F.relu(cv - self.threshold)
+        # elementwise over the R route maps: torch's std/amin reduce a strided axis 20x slower
+        routes = ys.unbind(1)
+        total, low = routes[0], routes[0]
+        for y in routes[1:]:
+            total, low = total + y, torch.minimum(low, y)
+        mean = total / len(routes)
+        std = (sum((y - mean).square() for y in routes) / (len(routes) - 1)).sqrt()
+        return total * F.relu(std / (mean - low + self.eps) - self.threshold)
 
 
 class MultiHeadScan(nn.Module):
