@@ -74,15 +74,17 @@ def scan_route_groups(xs: torch.Tensor, groups: Sequence[RouteSSM]) -> torch.Ten
         return params[0] if len(params) == 1 else torch.cat(params)
 
     state_dtype = torch.float64 if xs.dtype == torch.float64 else torch.float32  # A, D, dt bias in fp32 at least
-    x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, cat("x_proj_weight").to(xs.dtype))
-    dts, bs, cs = torch.split(x_dbl, [first.dt_rank, first.d_state, first.d_state], dim=2)
-    dts = torch.einsum("bkrl,kdr->bkdl", dts, cat("dt_projs_weight").to(xs.dtype))
+    # x_proj's three parts as batched matmuls over (B, K), each in the layout the scan reads without copying:
+    # dt (B, K, d, L); B and C time-major (B, K, L, N), passed as their (B, K, N, L) transposes
+    w_dt, w_b, w_c = cat("x_proj_weight").to(xs.dtype).split([first.dt_rank, first.d_state, first.d_state], dim=1)
+    dts = torch.matmul(cat("dt_projs_weight").to(xs.dtype), torch.matmul(w_dt, xs))
+    xs_t = xs.transpose(-1, -2)
     ys = selective_scan(
         xs.reshape(b, k * d, length).to(state_dtype),
         dts.reshape(b, k * d, length).to(state_dtype),
         -torch.exp(cat("A_logs").to(state_dtype)),
-        bs.to(state_dtype).contiguous(),
-        cs.to(state_dtype).contiguous(),
+        torch.matmul(xs_t, w_b.transpose(-1, -2)).to(state_dtype).transpose(-1, -2),
+        torch.matmul(xs_t, w_c.transpose(-1, -2)).to(state_dtype).transpose(-1, -2),
         cat("Ds").to(state_dtype),
         delta_bias=cat("dt_projs_bias").to(state_dtype).view(-1),
         delta_softplus=True,
