@@ -29,12 +29,15 @@ browser:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# Everything, as CI runs it: the linter first, then every test tier.
-test: $(STAMP) browser
+# Everything, as CI runs it: the linter first, then every test tier. `doctor --warm` compiles the numba kernels
+# once into the user's cache, so that the test workers and the commands they start load them instead.
+test: $(STAMP) browser lint
+	$(VENV)/bin/medmamba doctor --warm > /dev/null
 	$(PY) -m pytest -n 2 --durations=15 tests
 
 # The edit-test loop: all but the slow, nnU-Net-subprocess and browser tiers (under 3 minutes on 2 cores).
 test-fast: $(STAMP)
+	$(VENV)/bin/medmamba doctor --warm > /dev/null
 	$(PY) -m pytest -n 2 -q -m "not slow and not nnunet and not browser" tests
 
 # On a CUDA GPU: kernels' correctness and speed, networks under AMP, trainers and models, the issue's bars

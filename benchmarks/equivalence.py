@@ -38,7 +38,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-
 from official import Case, Recipe, as_outputs, build_ours, describe, load_recipe, recipe_names
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -325,7 +325,7 @@ def correctness(deadline: Deadline, quick: bool = False, device: str = "cuda") -
             if deadline.expired():
                 not_checked.append(label)
                 continue
-            scan.append(_guarded(label, lambda: check_scan_case(case, dtype, device)))
+            scan.append(_guarded(label, lambda case=case, dtype=dtype: check_scan_case(case, dtype, device)))
     sets, permutation_note = route_sets()
     for name, (dims, routes) in sets.items():
         for dtype in SCAN_DTYPES:
@@ -333,8 +333,8 @@ def correctness(deadline: Deadline, quick: bool = False, device: str = "cuda") -
             if deadline.expired():
                 not_checked.append(label)
                 continue
-            cross.append(_guarded(label, lambda: check_cross_scan(name, routes, CROSS_SCAN_SHAPES[dims], dtype,
-                                                                  device)))
+            cross.append(_guarded(label, lambda name=name, routes=routes, dims=dims, dtype=dtype: check_cross_scan(
+                name, routes, CROSS_SCAN_SHAPES[dims], dtype, device)))
     checks = scan + cross
     failed = [c["check"] for c in checks if not c["passed"]]
     summary = (f"{len(checks) - len(failed)}/{len(checks)} checks passed (scan {len(scan)}, cross-scan {len(cross)})"

@@ -32,7 +32,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 BASELINE = "nnUNetTrainer"
 TRAINERS = ("MHSVMTrainer", "VMUNetTrainer", "UMambaBotTrainer", "UMambaEncTrainer", "SegMambaTrainer",
-            "LightMUNetTrainer", "MambaOutTrainer")
+            "LightMUNetTrainer", "SwinUMambaTrainer", "MambaOutTrainer")
 CONFIGURATIONS = ("3d_fullres", "2d")
 
 
@@ -101,7 +101,6 @@ DATASET_JSON = {"channel_names": {"0": "MR"}, "labels": {"background": 0, "organ
 def measure_one(name: str, device_type: str, iters: int, warmup: int, configuration: str = "3d_fullres") -> dict:
     """Time ``iters`` train steps of trainer ``name`` in this process; peak memory over the steps."""
     import torch
-
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     if device_type == "cpu":
@@ -122,10 +121,13 @@ def measure_one(name: str, device_type: str, iters: int, warmup: int, configurat
         trainer.loss = trainer._build_loss()
         batch, patch = trainer.configuration_manager.batch_size, trainer.configuration_manager.patch_size
         with torch.no_grad():
-            shapes = [o.shape[2:] for o in trainer.network(torch.zeros(batch, 1, *patch, device=trainer.device))]
+            outputs = trainer.network(torch.zeros(batch, 1, *patch, device=trainer.device))
         generator = torch.Generator().manual_seed(0)
         data = torch.randn(batch, 1, *patch, generator=generator)
-        target = [torch.randint(0, 3, (batch, 1, *shape), generator=generator).float() for shape in shapes]
+        # one target per deep-supervision output, or one target (a trainer without deep supervision)
+        target = [torch.randint(0, 3, (batch, 1, *o.shape[2:]), generator=generator).float()
+                  for o in (outputs if trainer.enable_deep_supervision else [outputs])]
+        target = target if trainer.enable_deep_supervision else target[0]
 
         def step() -> float:
             start = time.perf_counter()

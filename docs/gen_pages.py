@@ -10,8 +10,8 @@ import mkdocs_gen_files
 
 import medmamba
 from medmamba.catalog import catalog_rows, format_count
-from medmamba.weights import FORKED_TRAINERS
 from medmamba.registry import model_entry
+from medmamba.weights import FORKED_TRAINERS
 
 TASKS = ("segmentation", "classification", "restoration")
 
@@ -33,7 +33,8 @@ def block_svg(entry) -> str:
     children = list(net.named_children())
     box_w, box_h, gap = 220, 46, 18
     height = len(children) * (box_h + gap) + gap
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{box_w + 40}" height="{height}" font-family="sans-serif" font-size="12">']
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{box_w + 40}" height="{height}" '
+             f'font-family="sans-serif" font-size="12">']
     for i, (name, module) in enumerate(children):
         y = gap + i * (box_h + gap)
         n = sum(p.numel() for p in module.parameters())
@@ -109,12 +110,14 @@ see [Official weights and equivalence](../official.md)), or why it was not compa
 
 <div class="catalog-filters">
 <label>Task <select id="filter-task"><option value="">all</option>{task_opts}</select></label>
-<label>Dims <select id="filter-dims"><option value="">all</option><option value="2">2D</option><option value="3">3D</option></select></label>
+<label>Dims <select id="filter-dims"><option value="">all</option><option value="2">2D</option>
+<option value="3">3D</option></select></label>
 <span id="catalog-count"></span>
 </div>
 
 <table id="catalog-table">
-<thead><tr><th>Model</th><th>Task</th><th>Dims</th><th>Family</th><th>Scan</th><th>Parameters</th><th>FLOPs</th><th>CPU latency</th><th>Official code</th><th>Paper's headline result</th></tr></thead>
+<thead><tr><th>Model</th><th>Task</th><th>Dims</th><th>Family</th><th>Scan</th><th>Parameters</th><th>FLOPs</th>
+<th>CPU latency</th><th>Official code</th><th>Paper's headline result</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody>
@@ -127,7 +130,8 @@ def entry_page(e, row) -> str:
     lines = [
         f"# {e.name}",
         "",
-        f"**{p.title}** — {p.venue} {p.year}, [arXiv:{p.arxiv}](https://arxiv.org/abs/{p.arxiv}) · [official code]({e.code_url})",
+        f"**{p.title}** — {p.venue} {p.year}, [arXiv:{p.arxiv}](https://arxiv.org/abs/{p.arxiv}) · "
+        f"[official code]({e.code_url})",
         "",
         "| | |",
         "|---|---|",
@@ -140,12 +144,15 @@ def entry_page(e, row) -> str:
     ]
     if e.notes:
         lines += ["", f"!!! note\n    {e.notes}"]
-    lines += ["", "## Paper's results and our measurements", "", "| Source | Dataset | Metric | Value |", "|---|---|---|---|"]
+    lines += ["", "## Paper's results and our measurements", "", "| Source | Dataset | Metric | Value |",
+              "|---|---|---|---|"]
     lines += [f"| paper | {r.dataset} | {r.metric} | {r.value:g} |" for r in e.reported]
     if e.paper_params_m is not None:
         lines.append(f"| {e.params_source} | — | parameters | {e.paper_params_m:g} M |")
     ref = row["reference"]
-    where = f"preset `{ref['preset']}`, input {tuple(ref['input_shape'])}" if ref["preset"] else f"input {tuple(ref['input_shape'])}"
+    where = f"input {tuple(ref['input_shape'])}"
+    if ref["preset"]:
+        where = f"preset `{ref['preset']}`, {where}"
     lines.append(f"| medmamba ({where}) | — | parameters | {format_count(row['params'])} |")
     if row["measured"]:
         m = row["measured"]

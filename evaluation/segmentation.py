@@ -70,7 +70,8 @@ def labels_from_dataset_json(path: Path) -> tuple[list[Label], int | None]:
             if value != 0:
                 out.append(Label(str(name), value))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise MedMambaError(f"{path}: not a dataset.json with a 'labels' mapping ({type(err).__name__}: {err})")
+        raise MedMambaError(f"{path}: not a dataset.json with a 'labels' mapping ({type(err).__name__}: {err})") \
+            from None
     if not out:
         raise MedMambaError(f"{path}: no foreground labels")
     return out, (int(ignore) if ignore is not None else None)

@@ -26,7 +26,6 @@ import uuid
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-
 from medmamba.errors import MedMambaError
 
 MARKER = ".medmamba-output.json"

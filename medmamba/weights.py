@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from medmamba.errors import MedMambaError
 from medmamba import io_utils
+from medmamba.errors import MedMambaError
 from medmamba.registry import create_model, model_entry
 
 __all__ = ["Converted", "FORKED_TRAINERS", "ImportReport", "convert_state_dict", "extract_state_dict",

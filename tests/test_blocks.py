@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from medmamba.kernels import mhs_routes, route_positions
 from medmamba.networks.blocks import (
     SSND,
     GatedCNNBlock,
@@ -17,7 +18,6 @@ from medmamba.networks.blocks import (
     VSSBlock,
     default_routes,
 )
-from medmamba.kernels import mhs_routes, route_positions
 from medmamba.networks.blocks.patch import depth_to_space, space_to_depth
 
 
@@ -72,7 +72,8 @@ def mixer_reference(mixer, x, spatial=None):
     d = mixer.d_inner
     w, bias = mixer.conv1d.weight.double(), mixer.conv1d.bias.double()
     convs = [
-        F.silu(F.conv1d(s, w[k * d:(k + 1) * d], bias[k * d:(k + 1) * d], padding=w.shape[-1] - 1, groups=d)[..., :length])
+        F.silu(F.conv1d(s, w[k * d:(k + 1) * d], bias[k * d:(k + 1) * d], padding=w.shape[-1] - 1,
+                        groups=d)[..., :length])
         for k, s in enumerate(seqs)
     ]
     ys = route_ssm_reference(mixer.ssm, torch.stack(convs, 1))
@@ -169,7 +170,6 @@ def test_multi_head_scan_matches_route_by_route_reference(spatial, num_heads):
     mhs = MultiHeadScan(dim, dims, num_heads=num_heads, d_state=3, gfu_t=0.3).double()
     assert list(mhs.head_ssms) == list("CXSZ"[:num_heads])
     x = torch.randn(2, *spatial, dim, dtype=torch.float64)
-    length = int(torch.tensor(spatial).prod())
     with torch.no_grad():
         u, z = mhs.in_proj(x).chunk(2, -1)
         u = F.silu(mhs.conv(u.movedim(-1, 1))).flatten(2)

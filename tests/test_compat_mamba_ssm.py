@@ -321,7 +321,8 @@ def test_mamba_inner_fn_gradients_match_the_reference(shim):
     expected = torch.autograd.grad((_out_proj(reference_inner(*_reference_args(a)), a) * grad_out).sum(),
                                    list(a.values()))
     for name, g, e in zip(a, ours, expected):
-        torch.testing.assert_close(g.double(), e.double(), rtol=1e-4, atol=1e-4, msg=lambda m: f"d/d{name}: {m}")
+        torch.testing.assert_close(g.double(), e.double(), rtol=1e-4, atol=1e-4,
+                                   msg=lambda m, name=name: f"d/d{name}: {m}")
 
 
 def test_layer_norm_fns_match_torch(shim):
@@ -410,7 +411,7 @@ def reference_mamba(model, hidden):
     """The forward pass built from the parameters: in_proj, each direction's conv loop and scan loop, sum,
     out_proj, gamma."""
     p = {k: v.double() for k, v in model.state_dict().items()}
-    kind, di, L = model.bimamba_type, model.d_inner, hidden.shape[1]
+    kind, L = model.bimamba_type, hidden.shape[1]
     xz = torch.einsum("bld,ed->bel", hidden.double(), p["in_proj.weight"])
 
     def direction(xz, s, A_b=None):

@@ -113,10 +113,12 @@ def test_doctor_reports_versions_backend_and_discovery():
     import nnunetv2  # noqa: F401  (installed: its version must be reported)
     import torch
 
-    for expected in (f"torch     {torch.__version__}", f"nnunetv2  {version('nnunetv2')}", f"monai     {version('monai')}",
-                     f"nnUNet_extTrainer={discovery.TRAINER_FOLDER}", "scan backend 'auto': " + ("triton" if torch.cuda.is_available() else "numba on CPU"),
-                     "trainers: discoverable by nnU-Net"):
+    backend = "triton" if torch.cuda.is_available() else "numba on CPU"
+    for expected in (f"torch     {torch.__version__}", f"nnunetv2  {version('nnunetv2')}",
+                     f"monai     {version('monai')}", f"nnUNet_extTrainer={discovery.TRAINER_FOLDER}",
+                     f"scan backend 'auto': {backend}", "trainers: discoverable by nnU-Net"):
         assert expected in proc.stdout, (expected, proc.stdout)
     # and what it says when the variable lost our folder
     problems = discovery_problems({discovery.ENV_VAR: "/user/a"})
-    assert len(problems) == 1 and f"export {discovery.ENV_VAR}=/user/a{os.pathsep}{discovery.TRAINER_FOLDER}" in problems[0]
+    expected = f"export {discovery.ENV_VAR}=/user/a{os.pathsep}{discovery.TRAINER_FOLDER}"
+    assert len(problems) == 1 and expected in problems[0]

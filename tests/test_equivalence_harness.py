@@ -5,16 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import equivalence
 import pytest
 import torch
 import torch.nn as nn
+from official import Case, Recipe
 
 import medmamba
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import equivalence  # noqa: E402
-from official import Case, Recipe  # noqa: E402
 
 TINY = {"create_model": {"preset": "tiny", "spatial_dims": 2, "in_channels": 1, "num_classes": 2,
                          "deep_supervision": True}}

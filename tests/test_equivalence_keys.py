@@ -3,17 +3,15 @@
 official code): every one of ours loads, and each holds exactly the values of the official tensors it names as
 its sources. CI has no copy of the official code; this is what it checks of each filter."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from official import build_ours
 
 from medmamba.weights import convert_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from official import build_ours  # noqa: E402
 
 FIXTURES = sorted((ROOT / "tests" / "data" / "official_keys").glob("*.json"))
 CASES = [(path, name) for path in FIXTURES for name in json.loads(path.read_text(encoding="utf-8"))["cases"]]

@@ -4,19 +4,17 @@ formula on the shim's ``Mamba``, the official key names landing where the offici
 trainer building that network whatever the plan, and the harness's recorded output comparison
 (benchmarks/results/equivalence.json)."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from official import build_ours
 
 from medmamba.compat.modules import Mamba
 from medmamba.networks.blocks.mamba import MAMBA_SSM_NAMES, ResidualVisionMambaLayer
 from medmamba.weights import convert_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from official import build_ours  # noqa: E402
 
 FIXTURE = json.loads((ROOT / "tests" / "data" / "official_keys" / "lightm_unet.json").read_text(encoding="utf-8"))
 RESULTS = json.loads((ROOT / "benchmarks" / "results" / "equivalence.json").read_text(encoding="utf-8"))

@@ -3,11 +3,11 @@
 key names landing where the official modules use them (tests/data/official_keys/segmamba.json), the same parameter
 count, and the harness's recorded output comparison (benchmarks/results/equivalence.json)."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from official import build_ours
 
 from medmamba.compat.modules import Mamba
 from medmamba.networks.blocks.mamba import MambaLayer
@@ -15,8 +15,6 @@ from medmamba.networks.nets.segmamba import checkpoint_filter, tri_orientated_ro
 from medmamba.weights import convert_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from official import build_ours  # noqa: E402
 
 FIXTURE = json.loads((ROOT / "tests" / "data" / "official_keys" / "segmamba.json").read_text(encoding="utf-8"))
 RESULTS = json.loads((ROOT / "benchmarks" / "results" / "equivalence.json").read_text(encoding="utf-8"))

@@ -3,17 +3,15 @@ recorded from it (tests/data/official_keys), the tensors landing where the offic
 parameter count from the same plans, and the harness's recorded output comparison
 (benchmarks/results/equivalence.json)."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from official import build_ours
 
 from medmamba.weights import convert_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from official import build_ours  # noqa: E402
 
 FIXTURES = {e: json.loads((ROOT / "tests" / "data" / "official_keys" / f"{e}.json").read_text(encoding="utf-8"))
             for e in ("umamba_bot", "umamba_enc")}

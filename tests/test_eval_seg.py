@@ -212,7 +212,7 @@ def test_ignore_label_and_region_match_nnunet(folders, tmp_path):
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
     pred_dir, ref_dir, cases = folders
-    for case, (pred, ref) in cases.items():  # ignore label 3 over a slab of the reference
+    for case, (_, ref) in cases.items():  # ignore label 3 over a slab of the reference
         ref = ref.copy()
         ref[:, :, :5] = 3
         write_sitk(ref, ref_dir / f"{case}.nii.gz", SPACING)

@@ -2,12 +2,12 @@
 here with the official key names and layouts (tests/data/official_keys, recorded from bowang-lab/U-Mamba)."""
 import json
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from official import build_ours
 from safetensors.torch import load_file
 
 import medmamba
@@ -16,8 +16,6 @@ from medmamba.errors import MedMambaError
 from medmamba.weights import Converted, convert_state_dict, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from official import build_ours  # noqa: E402
 
 FIXTURE = json.loads((ROOT / "tests" / "data" / "official_keys" / "umamba_bot.json").read_text(encoding="utf-8"))
 CASE = FIXTURE["cases"]["nnU-Net 3d_fullres plan"]

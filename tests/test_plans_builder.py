@@ -25,7 +25,8 @@ def arch_kwargs(spatial_dims, features, strides, kernels, residual_encoder=False
         "conv_op": f"torch.nn.modules.conv.Conv{spatial_dims}d",
         "kernel_sizes": [list(k) for k in kernels],
         "strides": [list(s) for s in strides],
-        ("n_blocks_per_stage" if residual_encoder else "n_conv_per_stage"): [1, 2, 2, 2][:n] if residual_encoder else [2] * n,
+        ("n_blocks_per_stage" if residual_encoder else "n_conv_per_stage"):
+            [1, 2, 2, 2][:n] if residual_encoder else [2] * n,
         "n_conv_per_stage_decoder": [1] * (n - 1),
         "conv_bias": True,
         "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{spatial_dims}d",

@@ -66,13 +66,11 @@ def test_paper_preset_matches_paper_parameter_count(name):
 def test_vssm_filter_accepts_the_vmunet_wrapper_prefix():
     """Official VM-UNet / MHS-VM checkpoints are saved from VMUNet, which holds the VSSM as ``vmunet``."""
     import json
-    import sys
     from pathlib import Path
 
     from medmamba.weights import convert_state_dict
 
     root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "benchmarks"))
     from official import build_ours
 
     fixture = json.loads((root / "tests" / "data" / "official_keys" / "vm_unet.json").read_text(encoding="utf-8"))

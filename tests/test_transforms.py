@@ -1,9 +1,7 @@
-import copy
 
 import numpy as np
 import pytest
 import torch
-from monai.data import MetaTensor
 
 from medmamba.datasets.nnunet_raw import write_sitk
 from medmamba.datasets.phantom import phantom_3d
@@ -125,7 +123,9 @@ def test_lowdose_ct_noise_grows_as_dose_falls_and_keeps_the_mean():
 def test_blur_and_unknown_degradations():
     clean = _image(5)
     blurred = restoration_degradation("blur", sigma=2.0)({"image": clean})["image"]
-    hf = lambda x: float(np.abs(np.diff(np.asarray(x), axis=-1)).mean())
+    def hf(x):
+        return float(np.abs(np.diff(np.asarray(x), axis=-1)).mean())
+
     assert hf(blurred) < 0.8 * hf(clean)
     with pytest.raises(ValueError, match="unknown degradation"):
         restoration_degradation("snow")

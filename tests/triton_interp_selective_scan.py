@@ -7,9 +7,10 @@ import torch
 
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1 (see test_selective_scan.py)"
 
+from test_selective_scan import CASES, check_against_reference, make_inputs, reference_scan  # noqa: E402
+
 from medmamba.kernels import selective_scan  # noqa: E402
 from medmamba.kernels import selective_scan_triton as triton_module  # noqa: E402
-from test_selective_scan import CASES, check_against_reference, make_inputs, reference_scan  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -21,14 +22,18 @@ def small_tiles(monkeypatch):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
 def test_triton_matches_reference(case):
     _, kwargs, softplus, last_state = case
-    fn = lambda **kw: selective_scan(**kw, return_last_state=last_state, backend="triton")
+    def fn(**kw):
+        return selective_scan(**kw, return_last_state=last_state, backend="triton")
+
     check_against_reference(fn, make_inputs(**kwargs), softplus, last_state, atol=2e-5, rtol=1e-4)
 
 
 def test_triton_default_tiles(monkeypatch):
     monkeypatch.undo()
     inputs = make_inputs(batch=1, dim=5, L=40, G=1)
-    fn = lambda **kw: selective_scan(**kw, return_last_state=True, backend="triton")
+    def fn(**kw):
+        return selective_scan(**kw, return_last_state=True, backend="triton")
+
     check_against_reference(fn, inputs, True, True, atol=2e-5, rtol=1e-4)
 
 

@@ -9,7 +9,8 @@ gives their backward; each ``_ref`` runs the float64 loop `medmamba.kernels.sele
 import torch
 import torch.nn.functional as F
 
-from medmamba.kernels import selective_scan, selective_scan_ref as _scan_ref_float64
+from medmamba.kernels import selective_scan
+from medmamba.kernels import selective_scan_ref as _scan_ref_float64
 
 ACTIVATIONS = (None, "silu", "swish")
 

@@ -31,4 +31,5 @@ def compare_plans_networks(demo) -> None:
     nets, input_shape = plans_networks(demo)
     rows = {name: profile_model(net, (1, *input_shape), device=demo.cfg["device"])
             for name, net in nets.items()}
-    (demo.out / "efficiency.json").write_text(json.dumps({"input_shape": [1, *input_shape], "networks": rows}, indent=2))
+    (demo.out / "efficiency.json").write_text(json.dumps({"input_shape": [1, *input_shape], "networks": rows},
+                                                         indent=2))

@@ -2,13 +2,18 @@
 
 Steps run in order; each one records completion in ``<output_dir>/demo_state.json``. A second run with the same
 configuration skips the completed steps; a step that did not complete has its outputs removed and runs again; a
-different configuration starts clean. Nothing from two configurations is ever mixed.
+different configuration starts over, removing only what the demo wrote. Nothing from two configurations is mixed.
+
+The console shows one line per step, with a progress bar while it runs; everything the commands print goes to
+``<output_dir>/logs/<step>.log``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 import yaml
+from tqdm import tqdm
 
 from medmamba.errors import MedMambaError
 
@@ -25,6 +31,7 @@ DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
 BIN = Path(sys.executable).parent
 DEMO_TRAINERS = Path(__file__).with_name("ext_trainer")  # medmamba_demo_trainers: the budgeted <Trainer>_demo
 DEMO_TRAINER_SUFFIX = "_demo"
+EPOCH_LINE = re.compile(r".*Epoch (\d+)$")  # nnU-Net logs "<time>: Epoch N" when epoch N starts
 
 
 def load_config(path: str | os.PathLike | None, device: str | None = None) -> dict:
@@ -66,6 +73,7 @@ class Demo:
         self.nnunet = {k: self.out / "nnunet" / k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
         self.raw = self.nnunet["nnUNet_raw"] / self.dataset
         self.logs = self.out / "logs"
+        self.bar: tqdm | None = None  # the running step's progress bar
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -96,17 +104,18 @@ class Demo:
         return env
 
     def sh(self, name: str, args: list[str]) -> None:
-        """Run a command, streaming its output to the console and to logs/<name>.log; fail with one line."""
-        self.logs.mkdir(parents=True, exist_ok=True)
+        """Run a command with its output in logs/<name>.log; nnU-Net's epoch lines advance the step's bar; fail with
+        one line naming the log."""
         log = self.logs / f"{name}.log"
-        print(f"    $ {' '.join(args)}", flush=True)
-        with open(log, "w", encoding="utf-8") as fh, subprocess.Popen(
+        with open(log, "a", encoding="utf-8") as fh, subprocess.Popen(
                 args, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 encoding="utf-8", errors="replace", bufsize=1) as proc:
+            fh.write(f"$ {' '.join(args)}\n")
             for line in proc.stdout:
                 fh.write(line)
-                if line.strip():
-                    print(f"      {line.rstrip()}", flush=True)
+                epoch = EPOCH_LINE.match(line.strip())
+                if epoch and self.bar is not None:
+                    self.bar.update(int(epoch[1]) + 1 - self.bar.n)
         if proc.returncode:
             raise MedMambaError(f"{args[0]} failed (exit {proc.returncode}); see {log}")
 
@@ -141,19 +150,22 @@ class Demo:
     def train(self, trainer: str) -> None:
         seg = self.seg
         self.sh(f"train_{trainer}", [str(BIN / "nnUNetv2_train"), str(seg["dataset_id"]), seg["configuration"],
-                                     str(seg["fold"]), "-tr", self.demo_trainer(trainer), "-device", self.cfg["device"]])
+                                     str(seg["fold"]), "-tr", self.demo_trainer(trainer),
+                                     "-device", self.cfg["device"]])
 
     def predict(self, trainer: str) -> None:
         seg = self.seg
         self.sh(f"predict_{trainer}", [
-            str(BIN / "nnUNetv2_predict"), "-i", str(self.raw / "imagesTs"), "-o", str(self.out / "predictions" / trainer),
+            str(BIN / "nnUNetv2_predict"), "-i", str(self.raw / "imagesTs"),
+            "-o", str(self.out / "predictions" / trainer),
             "-d", str(seg["dataset_id"]), "-c", seg["configuration"], "-f", str(seg["fold"]),
             "-tr", self.demo_trainer(trainer), "-device", self.cfg["device"], "-npp", "1", "-nps", "1"])
 
     def evaluate(self, trainer: str) -> None:
         self.medmamba(f"evaluate_{trainer}", "evaluate", "seg", "--pred", str(self.out / "predictions" / trainer),
                       "--ref", str(self.raw / "labelsTs"), "--dataset-json", str(self.raw / "dataset.json"),
-                      "--nsd-tolerance", str(self.seg["nsd_tolerance_mm"]), "-o", str(self.out / "evaluation" / trainer))
+                      "--nsd-tolerance", str(self.seg["nsd_tolerance_mm"]),
+                      "-o", str(self.out / "evaluation" / trainer))
 
     def slicer(self) -> None:
         trainer = self.seg["trainers"][0]
@@ -167,7 +179,8 @@ class Demo:
 
     def classification(self) -> None:
         cls, run = self.cfg["classification"], self.out / "classification"
-        self.medmamba("train_cls", "train", "cls", "--model", cls["model"], "--preset", cls["preset"], "--data", str(self.out / "data" / "classification"),
+        self.medmamba("train_cls", "train", "cls", "--model", cls["model"], "--preset", cls["preset"],
+                      "--data", str(self.out / "data" / "classification"),
                       "--epochs", str(cls["epochs"]), "--batch-size", str(cls["batch_size"]),
                       "--seed", str(self.cfg["seed"]), "--device", self.cfg["device"], "--out", str(run / "train"))
         self.medmamba("evaluate_cls", "evaluate", "cls", "--pred", str(run / "train" / "predictions.csv"),
@@ -179,8 +192,12 @@ class Demo:
                       "--data", str(self.out / "data" / "restoration"), "--degradation", res["degradation"],
                       "--epochs", str(res["epochs"]), "--batch-size", str(res["batch_size"]),
                       "--seed", str(self.cfg["seed"]), "--device", self.cfg["device"], "--out", str(run / "train"))
+        clean = str(self.out / "data" / "restoration" / "test" / "clean")
         self.medmamba("evaluate_restore", "evaluate", "restore", "--pred", str(run / "train" / "predictions"),
-                      "--ref", str(self.out / "data" / "restoration" / "test" / "clean"), "-o", str(run / "evaluation"))
+                      "--ref", clean, "-o", str(run / "evaluation"))
+        # the baseline a restorer must beat: its degraded inputs, measured the same way
+        self.medmamba("evaluate_restore", "evaluate", "restore", "--pred", str(run / "train" / "inputs"),
+                      "--ref", clean, "-o", str(run / "evaluation_inputs"))
 
     def efficiency(self) -> None:
         from medmamba.demo.efficiency import compare_plans_networks
@@ -216,29 +233,79 @@ class Demo:
         state_file = self.out / "demo_state.json"
         digest = config_hash(self.cfg)
         state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.exists() else None
+        steps = self.steps()
         if state and state.get("config") != digest:
-            print(f"medmamba demo: the configuration changed; starting clean in {self.out}", flush=True)
-            shutil.rmtree(self.out)
+            print(f"medmamba demo: the configuration changed; removing the earlier run's outputs in {self.out}")
+            for step in steps:
+                remove(step.outputs(self))
+            remove([self.logs, state_file, self.out / "report.html"])
             state = None
         if state is None and self.out.exists() and any(self.out.iterdir()):
             raise MedMambaError(f"{self.out}: exists and was not made by `medmamba demo`; choose another output_dir")
         self.out.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
         state = state or {"config": digest, "done": {}}
         state_file.write_text(json.dumps(state, indent=2))
-        steps = self.steps()
+        print(f"medmamba demo: {len(steps)} steps on {self.cfg['device']}, logs in {self.logs}", flush=True)
         for i, step in enumerate(steps, 1):
+            label = f"[{i:2d}/{len(steps)}] {step.name}"
             if step.name in state["done"]:
-                print(f"[{i}/{len(steps)}] {step.name}: done in an earlier run, reused", flush=True)
+                print(f"{label}: done in an earlier run, reused", flush=True)
                 continue
-            print(f"[{i}/{len(steps)}] {step.name}", flush=True)
-            for path in step.outputs(self):
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
+            remove(step.outputs(self))
             start = time.perf_counter()
-            step.run(self)
+            log = self.logs / f"{step.name.replace(' ', '_')}.log"
+            with console() as screen, log_output(log):
+                self.bar = tqdm(total=self.seg["epochs"] if step.name.startswith("train") else None, desc=label,
+                                unit="epoch", leave=False, file=screen, dynamic_ncols=True, mininterval=1.0)
+                try:
+                    with self.bar:
+                        step.run(self)
+                finally:
+                    self.bar = None
             state["done"][step.name] = round(time.perf_counter() - start, 1)
             state_file.write_text(json.dumps(state, indent=2))
+            print(f"{label}: {state['done'][step.name]:.0f} s", flush=True)
         print(f"medmamba demo: report written to {self.out / 'report.html'}", flush=True)
         return self.out / "report.html"
+
+
+def remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+@contextlib.contextmanager
+def console():
+    """A text stream on the console as it is now (a duplicate of file descriptor 1), for progress bars that must
+    stay on screen while ``log_output`` sends everything else to a log."""
+    sys.stdout.flush()
+    stream = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
+    try:
+        yield stream
+    finally:
+        stream.close()
+
+
+@contextlib.contextmanager
+def log_output(log: Path):
+    """What in-process steps and the libraries they call print, C++ code included (file descriptors 1 and 2), goes
+    to ``log``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log, "a", encoding="utf-8") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)

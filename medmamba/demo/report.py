@@ -66,6 +66,18 @@ def seg_summary(demo) -> tuple[str, dict]:
     return table(header, rows), mean_dice
 
 
+def seg_cases(demo) -> str:
+    """Per held-out case and label, every trainer's Dice, HD95 and NSD side by side."""
+    trainers = demo.seg["trainers"]
+    per = {t: {(c["case"], c["label"]): c for c in json.loads(
+        (demo.out / "evaluation" / t / "metrics.json").read_text(encoding="utf-8"))["cases"]} for t in trainers}
+    keys = sorted(per[trainers[0]])
+    header = ["case", "label"] + [f"{t} {m}" for m in SEG_METRICS for t in trainers]
+    rows = [[case, label] + [per[t].get((case, label), {}).get(m) for m in SEG_METRICS for t in trainers]
+            for case, label in keys]
+    return table(header, rows)
+
+
 def dice_verdict(mean_dice: dict) -> str:
     names = list(mean_dice)
     if len(names) < 2:
@@ -122,10 +134,40 @@ def overlays(demo, max_cases: int = 3) -> str:
     return png(fig)
 
 
-def eval_section(folder: Path, keys: list[str], group: str | None = None) -> str:
+def classification_section(folder: Path) -> str:
+    """The harness's figures beside chance: 1 / classes (balanced accuracy) and the majority class's share."""
+    result = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    summary, classes = result["summary"], result["meta"]["classes"]
+    counts = [sum(c["label"] == k for c in result["cases"]) for k in classes]
+    chance, majority = 1 / len(classes), max(counts) / max(sum(counts), 1)
+    verdict = summary["balanced_accuracy"] > chance
+    note = (f"<p class='{'ok' if verdict else 'warn'}'>Chance level: balanced accuracy {chance:.3f} ({len(classes)} "
+            f"classes); always predicting the most frequent class scores accuracy {majority:.3f}. "
+            + ("The classifier beats chance." if verdict else "The classifier does not beat chance at this budget.")
+            + "</p>")
+    return eval_section(folder, ["accuracy", "balanced_accuracy", "macro_f1", "macro_auc"]) + note
+
+
+def restoration_section(demo) -> str:
+    """Restored and degraded input against the clean images, same metrics: a restorer must beat its input."""
+    run = demo.out / "restoration"
+    restored = json.loads((run / "evaluation" / "metrics.json").read_text(encoding="utf-8"))["summary"]["all"]
+    inputs = json.loads((run / "evaluation_inputs" / "metrics.json").read_text(encoding="utf-8"))["summary"]["all"]
+    better = {"psnr": lambda a, b: a > b, "ssim": lambda a, b: a > b, "nmse": lambda a, b: a < b}
+    rows = [[m, inputs[m]["mean"], restored[m]["mean"], "yes" if better[m](restored[m]["mean"], inputs[m]["mean"])
+             else "no"] for m in better]
+    beats = all(r[3] == "yes" for r in rows)
+    note = (f"<p class='{'ok' if beats else 'warn'}'>"
+            + ("The restored images beat the degraded inputs on every metric." if beats else
+               "Failure: the restored images do not beat the degraded inputs on every metric at this budget.")
+            + "</p>")
+    pictures = "".join(png_file(p) for p in sorted((run / "evaluation").glob("*.png")))
+    return table(["metric", "degraded input", "restored", "restored better"], rows) + note + pictures
+
+
+def eval_section(folder: Path, keys: list[str]) -> str:
     """The harness's summary values for ``keys`` (means when summarised per case), then its plots."""
     summary = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["summary"]
-    summary = summary[group] if group else summary
     rows = [[k, summary[k]["mean"] if isinstance(summary[k], dict) else summary[k]] for k in keys]
     pictures = "".join(png_file(p) for p in sorted(folder.glob("*.png")))
     return table(["metric", "value"], rows) + pictures
@@ -133,8 +175,8 @@ def eval_section(folder: Path, keys: list[str], group: str | None = None) -> str
 
 def restoration_pictures(demo, max_cases: int = 3) -> str:
     run = demo.out / "restoration" / "train"
-    clean = {p.name.split(".")[0]: p for p in (demo.out / "data" / "restoration" / "test" / "clean").iterdir()}
-    cases = sorted((run / "predictions").iterdir())[:max_cases]
+    clean = {p.name.split(".")[0]: p for p in (demo.out / "data" / "restoration" / "test" / "clean").glob("*.nii.gz")}
+    cases = sorted((run / "predictions").glob("*.nii.gz"))[:max_cases]
     fig, axes = plt.subplots(len(cases), 3, figsize=(9, 3 * len(cases)), squeeze=False)
     for row, pred in zip(axes, cases):
         for ax, (title, path) in zip(row, [("degraded", run / "inputs" / pred.name), ("restored", pred),
@@ -163,15 +205,15 @@ def write_report(demo) -> Path:
         f"{tuple(seg['spacing'])} mm. nnU-Net {seg['configuration']}, fold {seg['fold']}, each trainer "
         f"{seg['epochs']} epochs × {seg['iterations_per_epoch']} iterations on {demo.cfg['device']}.</p>",
         "<h2>Segmentation on held-out cases</h2>", seg_table, dice_verdict(mean_dice),
+        "<h3>Per case</h3>", seg_cases(demo),
         "<h2>Training curves</h2>", training_curves(demo),
         "<h2>Predictions beside the reference</h2>", overlays(demo),
         "<h2>Efficiency</h2>", efficiency_table(demo),
         f"<h2>Classification ({html.escape(demo.cfg['classification']['model'])})</h2>",
-        eval_section(demo.out / "classification" / "evaluation", ["accuracy", "balanced_accuracy", "macro_f1", "macro_auc"]),
+        classification_section(demo.out / "classification" / "evaluation"),
         f"<h2>Restoration ({html.escape(demo.cfg['restoration']['model'])}, "
         f"{html.escape(demo.cfg['restoration']['degradation'])} degradation)</h2>",
-        eval_section(demo.out / "restoration" / "evaluation", ["psnr", "ssim", "nmse"], group="all"),
-        restoration_pictures(demo),
+        restoration_section(demo), restoration_pictures(demo),
         "<h2>3D Slicer</h2><p>Model package and segmentation: "
         + ", ".join(html.escape(p.name) for p in sorted((demo.out / "slicer").iterdir())) + "</p>",
         "<h2>Run time per step (s)</h2>", table(["step", "seconds"], [[k, v] for k, v in state["done"].items()]),

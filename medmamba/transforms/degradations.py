@@ -11,8 +11,14 @@ from typing import Any, Hashable, Mapping
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import Compose, GaussianSmoothd, MapTransform, RandGaussianNoised, RandomizableTransform
-from monai.transforms import RandRicianNoised
+from monai.transforms import (
+    Compose,
+    GaussianSmoothd,
+    MapTransform,
+    RandGaussianNoised,
+    RandomizableTransform,
+    RandRicianNoised,
+)
 
 DEGRADATIONS = ("gaussian", "rician", "blur", "kspace", "lowdose_ct")
 

@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 import nnunetv2
+from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
 from medmamba.nnunet_plugins import trainers
 from medmamba.nnunet_plugins.base import variant
-from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
 SUFFIX = "_demo"
 
