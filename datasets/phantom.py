@@ -7,9 +7,11 @@ Generators (arrays in memory)
 
 - ``phantom_3d(shape, spacing, num_labels, seed)`` / ``phantom_2d(shape, num_labels, seed)``:
   ``(image float32, label uint8)``. A body ellipsoid holding ``num_labels`` organ-like structures (ellipsoids
-  deformed by a smooth random field), each with its own intensity; partial-volume edges (soft membership of the
-  implicit surface), a smooth multiplicative MR-like bias field and Rician noise. Geometry is defined in physical
-  units, so an anisotropic ``spacing`` samples the same anatomy more coarsely along that axis.
+  deformed by a smooth random field) that differ in appearance as organs do: each has its own intensity, and every
+  other one a fine speckle texture; partial-volume edges (soft membership of the implicit surface), a mild smooth
+  multiplicative MR-like bias field and Rician noise. A network that trains learns the labels from the image.
+  Geometry is defined in physical units, so an anisotropic ``spacing`` samples the same anatomy more coarsely along
+  that axis.
 - ``classification_2d(shape, class_index, seed)``: one image whose class lies in its *structure* (one round
   lesion, one elongated lesion, a ring, scattered spots); every image is standardised to the same mean and
   standard deviation, so mean intensity carries no class information. ``CLASS_NAMES`` lists the classes.
@@ -77,6 +79,12 @@ def _soft(implicit: np.ndarray, edge: float) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(np.clip(implicit / edge, -50, 50)))).astype(np.float32)
 
 
+def _fine_texture(rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
+    """Speckle about a voxel in size, zero mean and unit std."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), 0.8)
+    return ((field - field.mean()) / (field.std() + 1e-8)).astype(np.float32)
+
+
 def _bias_field(rng: np.random.Generator, shape: Sequence[int], strength: float = 0.2) -> np.ndarray:
     return np.exp(strength * _smooth_field(rng, shape, coarse=3)).astype(np.float32)
 
@@ -119,9 +127,11 @@ def _phantom(shape: Sequence[int], spacing: Sequence[float], num_labels: int, se
         inside = (organ < 0) & (label == 0)
         label[inside] = k + 1
         intensity = 0.45 + 0.5 * (k + 1) / num_labels + rng.uniform(-0.05, 0.05)
+        if k % 2:  # every other organ is textured (fine speckle), as parenchyma beside a fluid-filled organ
+            intensity = intensity * (1 + 0.25 * _fine_texture(rng, shape))
         membership = _soft(organ, edge) * (body < 0)
         image = image * (1 - membership) + intensity * membership
-    image *= _bias_field(rng, shape)
+    image *= _bias_field(rng, shape, strength=0.08)
     image = _rician(rng, image, sigma=0.04)
     return image.astype(np.float32), label
 

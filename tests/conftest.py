@@ -147,6 +147,19 @@ def tiny_model_package(tmp_path_factory) -> dict:
     return build_once(tmp_path_factory, "tiny_model_package", build)
 
 
+NNUNET_FIXTURES = {"nnunet_phantom_preprocessed", "trained_mhsvm_results", "demo_run"}  # run nnU-Net's commands
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tiers follow what a test needs: nnU-Net's console commands (through these fixtures, or a module marked so)
+    and a browser (the docs site), as the markers in pyproject.toml say."""
+    for item in items:
+        if NNUNET_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.nnunet)
+        if item.module.__name__ == "test_docs_site":
+            item.add_marker(pytest.mark.browser)
+
+
 def pytest_configure(config):
     import tempfile
 

@@ -86,3 +86,42 @@ def test_classification_restoration_efficiency_and_report(demo_run):
         assert heading in report
     assert report.count("data:image/png;base64,") >= 5
     assert "src=\"http" not in report  # self-contained
+
+
+def test_console_is_quiet_and_the_report_shows_baselines(demo_run):
+    _, out, first, _ = demo_run
+    assert first.stdout.count("\n") < 60, first.stdout
+    everything = first.stdout + first.stderr
+    for noise in ("gpuGetDeviceCount", "Traceback", "nnU-Net", "Epoch"):
+        assert noise not in everything, noise
+    assert str(out / "logs") in first.stdout
+    assert (out / "logs" / "train_MHSVMTrainer.log").read_text().count("Epoch") >= 2  # nnU-Net's output, logged
+    report = (out / "report.html").read_text()
+    for baseline in ("Per case", "Chance level", "degraded input"):
+        assert baseline in report
+
+
+def test_a_changed_configuration_keeps_files_the_demo_did_not_write(tmp_path, monkeypatch):
+    """Starting over removes the earlier run's step outputs, never a user's file beside them."""
+    from medmamba.demo import Demo, load_config
+    from medmamba.demo import pipeline
+
+    made = []
+
+    def fake_steps(demo):
+        def write(d):
+            (d.out / "step_output").mkdir()
+            (d.out / "step_output" / "a.txt").write_text("x")
+            made.append(d.cfg["seed"])
+        return [pipeline.Step("only step", lambda d: [d.out / "step_output"], write)]
+
+    monkeypatch.setattr(Demo, "steps", fake_steps)
+    monkeypatch.setattr(Demo, "report", lambda d: None)
+    out = tmp_path / "demo"
+    Demo(load_config(None), out).run()
+    (out / "my_notes.txt").write_text("mine")
+    cfg = load_config(None)
+    cfg["seed"] = 1
+    Demo(cfg, out).run()
+    assert made == [0, 1] and (out / "my_notes.txt").read_text() == "mine"
+    assert (out / "step_output" / "a.txt").is_file()

@@ -17,6 +17,8 @@ import torch
 from helpers import build_once, nnunet_subprocess_env, run_command
 from test_nnunet_trainers import LABELS, assert_same_geometry_and_labels, check_trained_fold
 
+pytestmark = pytest.mark.nnunet  # every test runs nnU-Net console commands
+
 LOWRES_DATASET_ID = 902
 LOWRES_DATASET_NAME = "Dataset902_PhantomLowres"
 # Without mirroring, sliding-window validation and prediction run one pass per tile instead of eight.

@@ -191,6 +191,7 @@ class Demo:
         self.medmamba("train_restore", "train", "restore", "--model", res["model"], "--preset", res["preset"],
                       "--data", str(self.out / "data" / "restoration"), "--degradation", res["degradation"],
                       "--epochs", str(res["epochs"]), "--batch-size", str(res["batch_size"]),
+                      "--lr", str(res["lr"]),
                       "--seed", str(self.cfg["seed"]), "--device", self.cfg["device"], "--out", str(run / "train"))
         clean = str(self.out / "data" / "restoration" / "test" / "clean")
         self.medmamba("evaluate_restore", "evaluate", "restore", "--pred", str(run / "train" / "predictions"),
@@ -239,7 +240,7 @@ class Demo:
             for step in steps:
                 remove(step.outputs(self))
             remove([self.logs, state_file, self.out / "report.html"])
-            state = None
+            state = {"config": digest, "done": {}}
         if state is None and self.out.exists() and any(self.out.iterdir()):
             raise MedMambaError(f"{self.out}: exists and was not made by `medmamba demo`; choose another output_dir")
         self.out.mkdir(parents=True, exist_ok=True)
