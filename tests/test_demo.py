@@ -103,8 +103,7 @@ def test_console_is_quiet_and_the_report_shows_baselines(demo_run):
 
 def test_a_changed_configuration_keeps_files_the_demo_did_not_write(tmp_path, monkeypatch):
     """Starting over removes the earlier run's step outputs, never a user's file beside them."""
-    from medmamba.demo import Demo, load_config
-    from medmamba.demo import pipeline
+    from medmamba.demo import Demo, load_config, pipeline
 
     made = []
 

@@ -5,12 +5,22 @@ import tempfile
 import ctk
 import qt
 import slicer
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
-
-from MedMambaSegmentationLib import (PIP_REQUIREMENT, PredictionError, describe_package, medmamba_installed,
-                                     predict_command, require_single_channel, run_command,
-                                     work_paths)
+from MedMambaSegmentationLib import (
+    PIP_REQUIREMENT,
+    PredictionError,
+    describe_package,
+    medmamba_installed,
+    predict_command,
+    require_single_channel,
+    run_command,
+    work_paths,
+)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 
 
 class MedMambaSegmentation(ScriptedLoadableModule):
