@@ -14,6 +14,11 @@ from medmamba.errors import MedMambaError
 
 
 def nnunet_dataset_name(dataset_id: int, name: str) -> str:
+    """nnU-Net's folder name ``DatasetXXX_name`` (id zero-padded to three digits).
+
+    Raises:
+        MedMambaError: the id is outside 1..999, or the name is empty or holds a space or a slash.
+    """
     if not 1 <= int(dataset_id) <= 999:
         raise MedMambaError(f"dataset id {dataset_id}: nnU-Net dataset ids are 1..999")
     if not name or any(c in name for c in "/\\ "):
@@ -34,6 +39,16 @@ def target_folder(raw_root: os.PathLike, dataset_id: int, name: str, overwrite: 
 
 def write_dataset_json(folder: os.PathLike, channel_names: dict, labels: dict, num_training: int,
                        file_ending: str, **extra) -> None:
+    """Write nnU-Net v2's ``dataset.json`` into ``folder`` (replacing one that exists).
+
+    Args:
+        folder: the data set folder.
+        channel_names: channel index -> name (e.g. ``{0: "CT"}``); indices are written as strings.
+        labels: label name -> integer value (nnU-Net wants ``"background": 0`` among them).
+        num_training: the number of training cases.
+        file_ending: the images' ending, e.g. ``".nii.gz"``.
+        **extra: further keys written as given (e.g. ``name``, ``description``).
+    """
     content = {
         "channel_names": {str(k): v for k, v in channel_names.items()},
         "labels": {name: int(value) for name, value in labels.items()},

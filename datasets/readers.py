@@ -32,6 +32,7 @@ def split_ending(path: os.PathLike, endings: Iterable[str]) -> tuple[str, str] |
 
 
 def is_dicom_series(folder: os.PathLike) -> bool:
+    """Whether ``folder`` is a folder holding at least one DICOM series (as GDCM finds them)."""
     import SimpleITK as sitk
 
     return Path(folder).is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
@@ -103,6 +104,19 @@ def read_sitk(path: os.PathLike):
 # The most a compressed file can expand (deflate's limit is about 1032:1).
 MAX_EXPANSION = 1100
 DETACHED_ENDINGS = (".nhdr", ".mhd", ".hdr")  # headers whose voxels live in another file
+
+
+def read_header(path: os.PathLike):
+    """SimpleITK reader holding the image's size, spacing, origin and direction (pixels not read)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise MedMambaError(f"{path}: unreadable image ({_first_line(err)})") from None
+    return reader
 
 
 def _check_declared_size(path: Path, reader) -> None:

@@ -77,6 +77,15 @@ def read_predictions(path: Path) -> tuple[list[str], dict[str, np.ndarray], dict
 
 
 def read_labels(path: Path, classes: list[str]) -> dict[str, str]:
+    """case -> class name from a ``case,label`` CSV.
+
+    Args:
+        path: the labels CSV.
+        classes: the class names of the predictions' ``prob_`` columns; every label must be one of them.
+
+    Raises:
+        MedMambaError: unreadable, missing columns, no rows, a case twice, or a label not in ``classes``.
+    """
     rows = _read_csv(path, ("case", "label"))
     labels = {r["case"]: r["label"] for r in rows}
     unknown = sorted({v for v in labels.values() if v not in classes})
@@ -143,6 +152,19 @@ def classification_metrics(classes: list[str], y_true: np.ndarray, y_pred: np.nd
 
 
 def evaluate_classification(pred_csv, labels_csv) -> dict[str, Any]:
+    """Score a predictions CSV against a labels CSV (formats and metrics in the module docstring).
+
+    Args:
+        pred_csv: ``case``, ``prob_<class>`` columns and an optional ``pred`` column.
+        labels_csv: ``case,label``.
+
+    Returns:
+        ``{"task": "classification", "cases": [one row per case, sorted], "summary": classification_metrics(...),
+        "meta": {...}}``.
+
+    Raises:
+        MedMambaError: a malformed file, or cases that are in one file and not the other.
+    """
     pred_csv, labels_csv = Path(pred_csv), Path(labels_csv)
     classes, probs, preds = read_predictions(pred_csv)
     labels = read_labels(labels_csv, classes)
@@ -200,6 +222,18 @@ def _plot_roc(path: Path, classes: list[str], y_true: np.ndarray, probs: np.ndar
 
 
 def write_classification_outputs(result: dict[str, Any], out_dir, overwrite: bool = False) -> Path:
+    """Write metrics.json, metrics.csv, report.md, confusion_matrix.png and roc_curves.png into ``out_dir``.
+
+    The folder is written whole or not at all (``atomic_dir``).
+
+    Args:
+        result: what :func:`evaluate_classification` returned.
+        out_dir: the output folder.
+        overwrite: write into a folder that holds files ``evaluate cls`` did not write (they are kept).
+
+    Returns:
+        ``out_dir``.
+    """
     classes = result["meta"]["classes"]
     summary = result["summary"]
     index = {c: k for k, c in enumerate(classes)}

@@ -73,6 +73,7 @@ class _OpCalls(TorchDispatchMode):
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Number of parameter elements in ``model`` (trainable or not; buffers excluded)."""
     return sum(p.numel() for p in model.parameters())
 
 

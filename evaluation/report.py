@@ -45,6 +45,7 @@ def json_safe(obj: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON through :func:`json_safe` (NaN and infinities as ``null``)."""
     path.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 
@@ -55,6 +56,8 @@ def _cell(value: Any) -> str:
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Write ``rows`` under the header ``columns``: floats at full precision (``repr``), non-finite ones as
+    ``nan``, missing keys empty."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
@@ -63,6 +66,7 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]
 
 
 def fmt(value: Any, digits: int = 4) -> str:
+    """A Markdown cell: floats to ``digits`` significant digits, None and non-finite values as ``n/a``."""
     if value is None or (isinstance(value, (float, np.floating)) and not math.isfinite(value)):
         return "n/a"
     if isinstance(value, (float, np.floating)):
@@ -71,6 +75,7 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table: ``header``, then one line per row with cells formatted by :func:`fmt`."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -92,6 +97,7 @@ def summary_table(summary: dict[str, dict[str, dict[str, Any]]], metrics: Sequen
 
 
 def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (imported on first use: no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")

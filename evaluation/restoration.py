@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from medmamba.datasets.readers import MEDICAL_ENDINGS, _first_line, check_same_geometry, list_entries, read_sitk
+from medmamba.datasets.readers import MEDICAL_ENDINGS, check_same_geometry, list_entries, read_header, read_sitk
 from medmamba.errors import MedMambaError
 from medmamba.evaluation import report
 from medmamba.io_utils import atomic_dir
@@ -31,22 +31,10 @@ SSIM_WINDOW = 11
 
 
 def read_image(path: Path) -> np.ndarray:
+    """An image's voxels as a float64 array in numpy axis order (``read_sitk``: unreadable files refused)."""
     import SimpleITK as sitk
 
     return sitk.GetArrayFromImage(read_sitk(path)).astype(np.float64)
-
-
-def read_header(path: Path):
-    """SimpleITK reader holding the image's size, spacing, origin and direction (pixels not read)."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise MedMambaError(f"{path}: unreadable image ({_first_line(err)})") from None
-    return reader
 
 
 def check_pair(ref_path: Path, pred_path: Path) -> None:
@@ -80,6 +68,24 @@ def image_metrics(pred: np.ndarray, ref: np.ndarray, data_range: float) -> dict[
 
 
 def evaluate_restoration(pred_dir, ref_dir, data_range: float | None = None, progress: bool = True) -> dict[str, Any]:
+    """PSNR, SSIM and NMSE of every prediction against its reference (conventions in the module docstring).
+
+    Every pair's headers are checked before any voxel is read.
+
+    Args:
+        pred_dir: folder of restored images.
+        ref_dir: folder of clean references, the same case names.
+        data_range: PSNR's and SSIM's data range; None: each reference's max - min.
+        progress: show a progress bar.
+
+    Returns:
+        ``{"task": "restoration", "cases": [{"case", "psnr", "ssim", "nmse", "data_range", "dims"}, ...],
+        "summary": {"all": {metric: report.summarize(...)}}, "meta": {...}}``.
+
+    Raises:
+        MedMambaError: a non-positive ``data_range``, unmatched cases, a pair with different geometry, more than one
+            channel or too small for SSIM, a constant reference without ``data_range``, or non-finite voxels.
+    """
     from tqdm import tqdm
 
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
@@ -113,6 +119,18 @@ def evaluate_restoration(pred_dir, ref_dir, data_range: float | None = None, pro
 
 
 def write_restoration_outputs(result: dict[str, Any], out_dir, overwrite: bool = False) -> Path:
+    """Write metrics.json, metrics.csv, report.md and a box plot per metric into ``out_dir``.
+
+    The folder is written whole or not at all (``atomic_dir``).
+
+    Args:
+        result: what :func:`evaluate_restoration` returned.
+        out_dir: the output folder.
+        overwrite: write into a folder that holds files ``evaluate restore`` did not write (they are kept).
+
+    Returns:
+        ``out_dir``.
+    """
     with atomic_dir(out_dir, "evaluate restore", overwrite) as tmp:
         figures = report.box_plots(tmp, result["cases"], METRICS, None, ["all"])
         meta = result["meta"]

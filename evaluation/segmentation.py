@@ -50,6 +50,8 @@ COLUMNS = ("case", "label", "label_value", *METRICS, *COUNTS)
 
 @dataclass(frozen=True)
 class Label:
+    """A foreground label of dataset.json: ``value`` an int, or a tuple of ints for a region (their union)."""
+
     name: str
     value: int | tuple[int, ...]
 

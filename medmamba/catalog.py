@@ -32,10 +32,12 @@ def results_dir() -> Path:
 
 
 def measurements_path(device: str = "cpu") -> Path:
+    """Path of the measurements file for ``device`` (``catalog-<device>.json`` in :func:`results_dir`)."""
     return results_dir() / f"catalog-{device}.json"
 
 
 def equivalence_path() -> Path:
+    """Path of the equivalence harness's record (``equivalence.json`` in :func:`results_dir`)."""
     return results_dir() / "equivalence.json"
 
 
@@ -76,6 +78,19 @@ def reference_config(name: str, spatial_dims: int | None = None) -> dict[str, An
 
 
 def build_reference_model(name: str, spatial_dims: int | None = None, device: str = "cpu"):
+    """Build a registered model at its reference configuration (see :func:`reference_config`).
+
+    Args:
+        name: the registered model name.
+        spatial_dims: 2 or 3; the entry's first supported value when None.
+        device: where the parameters are created; ``"meta"`` allocates no memory.
+
+    Returns:
+        The ``torch.nn.Module``, freshly initialised (not moved to eval mode).
+
+    Raises:
+        ValueError: the entry has no reference input for ``spatial_dims``.
+    """
     cfg = reference_config(name, spatial_dims)
     import torch
 
@@ -97,6 +112,14 @@ def is_current(name: str, measured: dict[str, Any] | None) -> bool:
 
 
 def load_measurements(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The stored measurements per entry name (empty when the file does not exist).
+
+    Args:
+        path: a ``catalog-<device>.json``; the CPU one in :func:`results_dir` when None.
+
+    Returns:
+        ``{model name: {"flops": ..., "latency_ms": ..., ...}}`` as ``benchmarks/models.py --catalog`` wrote it.
+    """
     path = Path(path) if path is not None else measurements_path("cpu")
     if not path.is_file():
         return {}
@@ -132,6 +155,15 @@ def catalog_rows(task: str | None = None, spatial_dims: int | None = None,
 
 
 def format_count(value: float | None, unit: str = "") -> str:
+    """A count with a decimal SI suffix and two decimals, e.g. ``format_count(2.5e9, "FLOPs") == "2.50GFLOPs"``.
+
+    Args:
+        value: the number; None or NaN gives ``"-"``. Values under 1000 are printed as they are (``:g``).
+        unit: appended after the suffix.
+
+    Returns:
+        The formatted string.
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):

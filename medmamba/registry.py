@@ -22,6 +22,8 @@ FAMILIES = (
 
 @dataclass(frozen=True)
 class Paper:
+    """The publication a registered network comes from (``arxiv``: the arXiv identifier, e.g. "2402.15648")."""
+
     title: str
     venue: str
     year: int
@@ -30,6 +32,9 @@ class Paper:
 
 @dataclass(frozen=True)
 class ReportedResult:
+    """A score the paper (or its official code's README) reports: ``metric`` with its unit where it has one
+    (e.g. "PSNR dB"), on ``dataset``, ``value`` as printed there."""
+
     dataset: str
     metric: str
     value: float
@@ -37,6 +42,11 @@ class ReportedResult:
 
 @dataclass
 class ModelEntry:
+    """A registered network: its builder and metadata (task, family, scan, paper, presets, reference input).
+
+    ``register_model`` checks ``task`` against ``TASKS`` and ``family`` against ``FAMILIES``.
+    """
+
     name: str
     builder: Callable[..., Any]
     task: str
@@ -116,6 +126,17 @@ def list_models(task: str | None = None, spatial_dims: int | None = None) -> lis
 
 
 def model_entry(name: str) -> ModelEntry:
+    """The registry entry of a model, importing the networks package first so that every model is registered.
+
+    Args:
+        name: the registered name, e.g. ``"vm_unet"``.
+
+    Returns:
+        The model's :class:`ModelEntry`.
+
+    Raises:
+        KeyError: ``name`` is not registered (the message lists the known names).
+    """
     _populate()
     try:
         return _REGISTRY[name]

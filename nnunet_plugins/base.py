@@ -54,6 +54,11 @@ class RecipeTrainer(nnUNetTrainer):
 
 
 class MedMambaTrainer(RecipeTrainer):
+    """nnU-Net trainer of a medmamba network: a subclass names ``network_name`` (and its ``recipe``); the network is
+    built from the plans, torch.compile stays off, steps with a non-finite loss or gradient norm are skipped
+    (``max_nonfinite_steps`` in a row end the run), and checkpoints are written atomically and loaded with
+    ``weights_only=True``."""
+
     network_name: str  # a medmamba segmentation network registered with the plans builder
     max_nonfinite_steps = 50
 

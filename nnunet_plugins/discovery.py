@@ -29,6 +29,7 @@ def with_folder(value: str | None, folder: str = TRAINER_FOLDER) -> str:
 
 
 def add_to_environ(environ=os.environ) -> None:
+    """Append :data:`TRAINER_FOLDER` to ``environ["nnUNet_extTrainer"]`` (unless listed there already)."""
     environ[ENV_VAR] = with_folder(environ.get(ENV_VAR))
 
 

@@ -26,6 +26,8 @@ def plans_networks(demo) -> tuple[dict[str, torch.nn.Module], tuple[int, ...]]:
 
 
 def compare_plans_networks(demo) -> None:
+    """Profile each demo trainer's network (``profile_model``: parameters, FLOPs, latency, peak memory) at batch 1
+    and the plans' patch size on the demo's device, into ``<output_dir>/efficiency.json``."""
     from medmamba.evaluation.efficiency import profile_model
 
     nets, input_shape = plans_networks(demo)

@@ -35,6 +35,20 @@ EPOCH_LINE = re.compile(r".*Epoch (\d+)$")  # nnU-Net logs "<time>: Epoch N" whe
 
 
 def load_config(path: str | os.PathLike | None, device: str | None = None) -> dict:
+    """Read the demo's YAML configuration.
+
+    Args:
+        path: the YAML file; the packaged ``default.yaml`` when None or empty.
+        device: overrides the configuration's ``device``. On ``"cuda"`` the epochs (and nnU-Net's iterations per
+            epoch) are multiplied by ``cuda_budget_factor`` (default 1).
+
+    Returns:
+        The configuration dict.
+
+    Raises:
+        MedMambaError: the file cannot be read or parsed, or lacks the segmentation, classification or
+            restoration section.
+    """
     path = Path(path) if path else DEFAULT_CONFIG
     try:
         cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -54,17 +68,29 @@ def load_config(path: str | os.PathLike | None, device: str | None = None) -> di
 
 
 def config_hash(cfg: dict) -> str:
+    """First 16 hex digits of the SHA-256 of ``cfg`` as sorted-key JSON: what tells a changed configuration."""
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
 class Step:
+    """A demo step: ``name`` (its console label and state key), ``outputs`` (the paths it writes, removed before it
+    runs again or when the configuration changes) and ``run``."""
+
     name: str
     outputs: Callable[["Demo"], list[Path]]
     run: Callable[["Demo"], None]
 
 
 class Demo:
+    """The demo run: its configuration, folders (nnU-Net's raw, preprocessed and results under ``out/nnunet``) and
+    steps; :meth:`run` runs the steps not yet done and returns the report's path.
+
+    Args:
+        cfg: the configuration from :func:`load_config`.
+        out: the output folder; the configuration's ``output_dir`` when None.
+    """
+
     def __init__(self, cfg: dict, out: Path | None = None):
         self.cfg = cfg
         self.out = Path(out or cfg["output_dir"]).resolve()
@@ -272,6 +298,7 @@ class Demo:
 
 
 def remove(paths: list[Path]) -> None:
+    """Delete each path, a folder with its contents; paths that do not exist are skipped."""
     for path in paths:
         if path.is_dir():
             shutil.rmtree(path)

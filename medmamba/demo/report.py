@@ -31,6 +31,7 @@ th{background:#e0f2f1} td:first-child,th:first-child{text-align:left} img{max-wi
 
 
 def png(fig) -> str:
+    """A matplotlib figure as an ``<img>`` tag with the PNG inline (base64); the figure is closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -38,22 +39,33 @@ def png(fig) -> str:
 
 
 def png_file(path: Path) -> str:
+    """A PNG file as an ``<img>`` tag with the image inline (base64), its stem as alt text."""
     return f'<img src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}" alt="{path.stem}">'
 
 
 def fmt(value) -> str:
+    """A table cell: floats to 4 significant digits, None or NaN as "n/a", anything else HTML-escaped."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.4g}" if isinstance(value, float) else html.escape(str(value))
 
 
 def table(header: list[str], rows: list[list]) -> str:
+    """An HTML table: ``header`` then one row per list, cells formatted by :func:`fmt`."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def seg_summary(demo) -> tuple[str, dict]:
+    """The segmentation harness's per-label means (Dice, HD95, NSD) for every trainer.
+
+    Args:
+        demo: the running :class:`medmamba.demo.pipeline.Demo` (reads ``evaluation/<trainer>/metrics.json``).
+
+    Returns:
+        The HTML table, and each trainer's Dice averaged over the foreground labels (NaN-skipping).
+    """
     summaries = {t: json.loads((demo.out / "evaluation" / t / "metrics.json").read_text(encoding="utf-8"))["summary"]
                  for t in demo.seg["trainers"]}
     labels = sorted({label for s in summaries.values() for label in s})
@@ -79,6 +91,8 @@ def seg_cases(demo) -> str:
 
 
 def dice_verdict(mean_dice: dict) -> str:
+    """A paragraph comparing the first trainer (the Mamba one) with the second (the baseline): "ok" when its mean
+    Dice is at most ``DICE_TOLERANCE`` below, a warning otherwise; empty with fewer than two trainers."""
     names = list(mean_dice)
     if len(names) < 2:
         return ""
@@ -95,6 +109,8 @@ def dice_verdict(mean_dice: dict) -> str:
 
 
 def training_curves(demo) -> str:
+    """Each trainer's nnU-Net training and validation loss and pseudo Dice per epoch, from its final checkpoint's
+    log, as an ``<img>`` tag."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for t in demo.seg["trainers"]:
         ckpt = demo.results_folder(t) / f"fold_{demo.seg['fold']}" / "checkpoint_final.pth"
@@ -112,10 +128,13 @@ def training_curves(demo) -> str:
 
 
 def read(path: Path) -> np.ndarray:
+    """An image's voxels as SimpleITK gives them, axes reversed (z, y, x)."""
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
 def overlays(demo, max_cases: int = 3) -> str:
+    """For the first ``max_cases`` held-out images, the axial slice with the most reference foreground: the
+    reference and each trainer's prediction over the image, as an ``<img>`` tag."""
     images = sorted((demo.raw / "imagesTs").glob("*_0000.nii.gz"))[:max_cases]
     trainers = demo.seg["trainers"]
     fig, axes = plt.subplots(len(images), 1 + len(trainers), figsize=(3.2 * (1 + len(trainers)), 3.2 * len(images)),
@@ -174,6 +193,8 @@ def eval_section(folder: Path, keys: list[str]) -> str:
 
 
 def restoration_pictures(demo, max_cases: int = 3) -> str:
+    """Degraded, restored and clean image side by side for the first ``max_cases`` test cases, as an ``<img>``
+    tag."""
     run = demo.out / "restoration" / "train"
     clean = {p.name.split(".")[0]: p for p in (demo.out / "data" / "restoration" / "test" / "clean").glob("*.nii.gz")}
     cases = sorted((run / "predictions").glob("*.nii.gz"))[:max_cases]
@@ -188,6 +209,7 @@ def restoration_pictures(demo, max_cases: int = 3) -> str:
 
 
 def efficiency_table(demo) -> str:
+    """Parameters, FLOPs, latency and peak memory per trainer's network, from the demo's ``efficiency.json``."""
     eff = json.loads((demo.out / "efficiency.json").read_text(encoding="utf-8"))
     keys = ["params", "flops", "latency_ms", "peak_memory_mb"]
     rows = [[name] + [row.get(k) for k in keys] for name, row in eff["networks"].items()]
@@ -196,6 +218,7 @@ def efficiency_table(demo) -> str:
 
 
 def write_report(demo) -> Path:
+    """Write the demo's ``report.html`` (atomically) from the run's outputs; returns its path."""
     seg_table, mean_dice = seg_summary(demo)
     state = json.loads((demo.out / "demo_state.json").read_text(encoding="utf-8"))
     seg = demo.seg

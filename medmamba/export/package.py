@@ -31,6 +31,7 @@ PALETTE = [
 
 
 def sha256(data: bytes) -> str:
+    """Hex SHA-256 digest of ``data``, as the manifest records each member's."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -45,6 +46,7 @@ def parse_fold(fold) -> int | str:
 
 
 def fold_member(fold: int | str) -> str:
+    """The package member holding a fold's weights: ``fold_<fold>.safetensors``."""
     return f"fold_{fold}.safetensors"
 
 
@@ -69,6 +71,12 @@ def label_entries(dataset_json: dict, label_manager) -> list[dict]:
 
 
 def channel_entries(dataset_json: dict) -> list[dict]:
+    """Input channels as ``{"index", "name"}``, by index, from dataset.json's ``channel_names`` (or the older
+    ``modality``).
+
+    Raises:
+        MedMambaError: neither key maps channel indices to names.
+    """
     channels = dataset_json.get("channel_names", dataset_json.get("modality"))
     try:
         return [{"index": int(k), "name": str(v)} for k, v in sorted(channels.items(), key=lambda kv: int(kv[0]))]

@@ -69,6 +69,7 @@ def make_predictor(package: ModelPackage, device: str = "cpu"):
 
 
 def check_device(device: str) -> None:
+    """Refuse ``--device cuda`` on a machine without CUDA (MedMambaError); ``"cpu"`` always passes."""
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():

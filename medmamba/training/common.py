@@ -56,6 +56,18 @@ class CosineLRScheduler(LRScheduler):
 
 
 def resolve_device(device: str | None) -> torch.device:
+    """The training device from a ``--device`` value.
+
+    Args:
+        device: ``"auto"`` or None (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``.
+
+    Returns:
+        The ``torch.device``.
+
+    Raises:
+        MedMambaError: not a device, CUDA asked for but unavailable or without that index, or a type other than
+            cpu and cuda.
+    """
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -101,19 +113,34 @@ def check_network_input(net: torch.nn.Module, shape: tuple[int, ...], option: st
 
 
 def autocast(device: torch.device, enabled: bool):
+    """float16 autocast on CUDA when ``enabled``; a no-op context elsewhere (CPU trains in float32)."""
     return torch.autocast("cuda", dtype=torch.float16) if enabled and device.type == "cuda" else nullcontext()
 
 
 def make_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
+    """A gradient scaler, active only on CUDA with ``enabled`` (otherwise it passes gradients through)."""
     return torch.amp.GradScaler("cuda", enabled=enabled and device.type == "cuda")
 
 
 def save_checkpoint(path: Path, **state: Any) -> None:
+    """``torch.save`` the keyword arguments as one dict, written atomically (a temporary file renamed onto
+    ``path``)."""
     with atomic_file(path, suffix=".pt") as tmp:
         torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by :func:`save_checkpoint`, loaded onto the CPU with ``weights_only=True``.
+
+    Args:
+        path: the ``.pt`` file.
+
+    Returns:
+        The saved dict (``model``, ``optimizer``, ``scaler``, ``epoch``, ``history``, ``best``, ``config``, ...).
+
+    Raises:
+        MedMambaError: the file is missing or is not a readable checkpoint.
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -123,6 +150,13 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def write_history(out_dir: Path, history: list[dict], metric: str) -> None:
+    """Write ``history.json`` and ``curves.png`` (training loss and validation ``metric`` per epoch) to ``out_dir``.
+
+    Args:
+        out_dir: the run folder.
+        history: one dict per epoch with ``epoch``, ``train_loss`` and, when validated, ``metric``.
+        metric: the validation metric's key (missing values plot as gaps).
+    """
     import matplotlib
 
     matplotlib.use("Agg")

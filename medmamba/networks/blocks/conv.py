@@ -15,6 +15,7 @@ INSTANCE_NORM = ("instance", {"affine": True})  # nnU-Net's norm
 
 
 def as_tuple(value: Size, spatial_dims: int) -> tuple[int, ...]:
+    """An int repeated ``spatial_dims`` times, or a sequence as a tuple of ints (ValueError on a wrong length)."""
     t = (int(value),) * spatial_dims if isinstance(value, int) else tuple(int(v) for v in value)
     if len(t) != spatial_dims:
         raise ValueError(f"expected {spatial_dims} values, got {value!r}")

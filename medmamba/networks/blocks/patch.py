@@ -13,11 +13,15 @@ from medmamba.networks.blocks.conv import Size, as_tuple, conv_nd
 
 
 class ChannelsLast(nn.Module):
+    """(B, C, *spatial) -> (B, *spatial, C), a view (no copy)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.movedim(1, -1)
 
 
 class ChannelsFirst(nn.Module):
+    """(B, *spatial, C) -> (B, C, *spatial), a view (no copy)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.movedim(-1, 1)
 

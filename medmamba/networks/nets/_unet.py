@@ -19,6 +19,7 @@ from medmamba.networks.blocks.conv import as_tuple, conv_nd
 
 
 def normalize_strides(strides: Sequence, spatial_dims: int) -> list[tuple[int, ...]]:
+    """One ``spatial_dims``-tuple per stage from ints or per-axis sequences (ValueError on a wrong length)."""
     return [as_tuple(s, spatial_dims) for s in strides]
 
 

@@ -29,6 +29,16 @@ def mambaout_unet(spatial_dims: int = 2, in_channels: int = 1, out_channels: int
                   depths: int | Sequence[int] = 1, decoder_depths: int | Sequence[int] = 1,
                   kernel_sizes: Sequence | None = None, kernel_size: int = 7, drop_path_rate: float = 0.0,
                   deep_supervision: bool = False):
+    """MambaOut U-Net: ``vm_unet``'s layout with gated CNN blocks in place of the VSS blocks.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        out_channels: classes.
+        features, strides, depths, decoder_depths, kernel_sizes, drop_path_rate, deep_supervision: the U-Net
+            layout, see ``token_unet`` (VM-UNet's ``depths`` and ``depths_decoder``).
+        kernel_size: the gated CNN block's depthwise convolution kernel (MambaOut's 7).
+    """
     return token_unet(
         spatial_dims, in_channels, out_channels,
         lambda dim, dp: GatedCNNBlock(dim, spatial_dims, kernel_size=kernel_size, drop_path=dp),

@@ -19,6 +19,22 @@ from medmamba.registry import Paper, ReportedResult, register_model
 
 
 class MedMambaClassifier(nn.Module):
+    """MedMamba classifier: (B, in_channels, *spatial) -> logits (B, out_channels).
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        out_channels: classes.
+        depths: SS-Conv-SSM blocks per stage; stages are joined by patch merging (resolution / 2).
+        dims: width per stage, or the first stage's width, doubled at each later stage.
+        d_state: S6 state size.
+        patch_size: stride of the patch embedding.
+        drop_path_rate: stochastic depth rising linearly to this over all blocks.
+
+    Raises:
+        ValueError: ``dims`` and ``depths`` have different lengths.
+    """
+
     def __init__(
         self,
         spatial_dims: int = 2,

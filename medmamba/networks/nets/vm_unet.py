@@ -44,6 +44,17 @@ def vm_unet(
     drop_path_rate: float = 0.0,
     deep_supervision: bool = False,
 ):
+    """VM-UNet segmentation U-Net.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        out_channels: classes.
+        features, strides, depths, decoder_depths, kernel_sizes, drop_path_rate, deep_supervision: the U-Net
+            layout, see ``token_unet`` (VM-UNet's ``depths`` and ``depths_decoder``).
+        d_state: S6 state size.
+        expand: SS2D's inner width as a multiple of the stage width (the paper's 2 in preset ``"paper"``).
+    """
     return token_unet(
         spatial_dims, in_channels, out_channels,
         lambda dim, dp: VSSBlock(dim, spatial_dims, mixer="ss", drop_path=dp, d_state=d_state, expand=expand),
