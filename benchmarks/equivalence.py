@@ -67,7 +67,8 @@ def randomize_(model: nn.Module, seed: int = SEED) -> None:
 
 
 def git_commit(checkout: Path) -> str:
-    return subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
+    return subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True,
+                          encoding="utf-8", errors="replace",
                           check=True).stdout.strip()
 
 

@@ -602,7 +602,8 @@ def first_call(deadline: Deadline, quick: bool = False, device: str = "cuda") ->
                 continue
             command = [sys.executable, __file__, "--first-call-child", "--device", device]
             try:
-                proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=deadline.remaining())
+                proc = subprocess.run(command, env=env, capture_output=True,
+                                      encoding="utf-8", errors="replace", timeout=deadline.remaining())
             except subprocess.TimeoutExpired:
                 runs[label] = {"error": f"not finished within {deadline.seconds:.0f} s"}
                 continue
@@ -823,10 +824,11 @@ def section_line(name: str, record: dict) -> str:
 def git_commit() -> str | None:
     """The checkout's commit, with "+changes" when files differ from it (None outside git)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                              encoding="utf-8", errors="replace",
                               check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
-                               capture_output=True, text=True, check=True).stdout.strip()
+                               capture_output=True, encoding="utf-8", errors="replace", check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+changes" if dirty else "")

@@ -12,6 +12,8 @@
   latency <= half of SwinUNETR's, per segmentation net. On CPU it is recorded as not measured.
 - --catalog: every registry entry at its reference configuration ('paper' preset, reference input, batch 1) via
   `measure_catalog` -> benchmarks/results/catalog-<device>.json, which `medmamba catalog` merges.
+  --catalog-dims 2|3 measures the entries that have a reference input in those dims at it instead
+  (catalog-<device>-<dims>d.json; for example mambair in 3D at 32^3).
   FLOPs are counted on the meta device; each entry's real passes run in a child process limited to
   --entry-timeout seconds (latency passes fit in --entry-budget seconds). An entry that cannot finish (time limit,
   out of memory) keeps params and FLOPs, with latency None and the reason. The JSON is written after every entry;
@@ -44,7 +46,7 @@ from medmamba.evaluation.efficiency import (
     run_sweep,
 )
 from medmamba.io_utils import atomic_file
-from medmamba.registry import list_models
+from medmamba.registry import list_models, model_entry
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {
@@ -130,25 +132,25 @@ def plot(results: dict[int, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def reference_flops(name: str) -> dict[str, int]:
+def reference_flops(name: str, spatial_dims: int | None = None) -> dict[str, int]:
     """``params``, ``flops``, ``flops_scan`` and ``scan_calls`` of one forward pass at the reference configuration,
     counted on the meta device: no memory, no arithmetic, so even inputs too big to run here are counted."""
-    model = build_reference_model(name, device="meta").eval()
-    x = torch.empty(reference_config(name)["input_shape"], device="meta")
+    model = build_reference_model(name, spatial_dims, device="meta").eval()
+    x = torch.empty(reference_config(name, spatial_dims)["input_shape"], device="meta")
     return {"params": count_parameters(model), **count_flops(model, x)}
 
 
-def measure_passes(name: str, device: str = "cpu", repeats: int = 3,
-                   time_budget_s: float = 300.0) -> dict[str, Any]:
+def measure_passes(name: str, device: str = "cpu", repeats: int = 3, time_budget_s: float = 300.0,
+                   spatial_dims: int | None = None) -> dict[str, Any]:
     """Latency and peak memory of real forward passes at the reference configuration.
 
     The first pass is timed; a warm-up and up to ``repeats`` timed passes follow only while they fit in
     ``time_budget_s``, and so does the peak-memory pass (``peak_memory_mb`` is None otherwise, with the reason
     in ``memory_note``). ``latency_repeats`` / ``latency_warmup`` say what the median was taken over.
     """
-    cfg = reference_config(name)
+    cfg = reference_config(name, spatial_dims)
     started = time.perf_counter()
-    model = build_reference_model(name, device=device).eval()
+    model = build_reference_model(name, spatial_dims, device=device).eval()
     x = torch.randn(cfg["input_shape"], device=device)
     times = measure_latency(model, x, repeats=1, warmup=0)
     warmup = 0
@@ -168,29 +170,32 @@ def measure_passes(name: str, device: str = "cpu", repeats: int = 3,
 
 
 def measure_entry(name: str, device: str = "cpu", counts: dict[str, int] | None = None,
-                  passes: dict[str, Any] | None = None, **pass_kwargs) -> dict[str, Any]:
+                  passes: dict[str, Any] | None = None, spatial_dims: int | None = None,
+                  **pass_kwargs) -> dict[str, Any]:
     """One catalog record: ``counts`` (default :func:`reference_flops`) and ``passes`` (default
     :func:`measure_passes`; give a dict with ``latency_ms`` None and a ``latency_note`` for an entry that could
     not run), with the configuration they were taken at."""
-    cfg = reference_config(name)
-    counts = reference_flops(name) if counts is None else counts
-    passes = measure_passes(name, device, **pass_kwargs) if passes is None else passes
+    cfg = reference_config(name, spatial_dims)
+    counts = reference_flops(name, spatial_dims) if counts is None else counts
+    passes = measure_passes(name, device, spatial_dims=spatial_dims, **pass_kwargs) if passes is None else passes
     return {**counts, **passes, "device": device, "preset": cfg["preset"], "input_shape": list(cfg["input_shape"]),
             "torch_threads": torch.get_num_threads(), "dtype": "float32"}
 
 
 def measure_catalog(names: Iterable[str] | None = None, device: str = "cpu", path: Path | None = None,
                     progress: Callable[[str], None] | None = None, force: bool = False,
-                    measure: Callable[[str], dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+                    measure: Callable[[str], dict[str, Any]] | None = None,
+                    spatial_dims: int | None = None) -> dict[str, dict[str, Any]]:
     """Measure entries (all by default) with ``measure`` (default :func:`measure_entry`) and merge each into
     ``catalog-<device>.json`` as soon as it is done (written atomically), so an interrupted run resumes: entries
     already measured at their current reference configuration are skipped unless ``force``."""
     path = Path(path) if path is not None else RESULTS / f"catalog-{device}.json"
     measure = measure if measure is not None else (lambda name: measure_entry(name, device))
     measured = load_measurements(path)
-    todo = list(names if names is not None else list_models())
+    todo = [name for name in (names if names is not None else list_models())
+            if spatial_dims is None or spatial_dims in model_entry(name).reference_input]
     for i, name in enumerate(todo):
-        if not force and is_current(name, measured.get(name)) and measured[name].get("device") == device:
+        if not force and is_current(name, measured.get(name), spatial_dims) and measured[name].get("device") == device:
             if progress is not None:
                 progress(f"[{i + 1}/{len(todo)}] {name}: already measured, skipped")
             continue
@@ -202,16 +207,17 @@ def measure_catalog(names: Iterable[str] | None = None, device: str = "cpu", pat
     return measured
 
 
-def measure_in_child(name: str, device: str, threads: int, budget_s: float, timeout_s: float) -> dict:
+def measure_in_child(name: str, device: str, threads: int, budget_s: float, timeout_s: float,
+                     spatial_dims: int | None = None) -> dict:
     """An entry's catalog record: FLOPs counted here on the meta device, forward passes in a child process (so a
     pass too slow or too big for this machine cannot stall or kill the run); on a time-out or a failure, latency
     and memory are None and ``latency_note`` says why."""
-    counts = reference_flops(name)
+    counts = reference_flops(name, spatial_dims)
     command = [sys.executable, __file__, "--catalog-entry", name, "--device", device, "--threads", str(threads),
-               "--entry-budget", str(budget_s)]
+               "--entry-budget", str(budget_s)] + (["--catalog-dims", str(spatial_dims)] if spatial_dims else [])
     machine = f"this {device.upper()} ({threads} threads)"
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout_s)
     except subprocess.TimeoutExpired:
         note = f"not measured: the forward passes at the reference input did not finish within {timeout_s:.0f} s " \
                f"on {machine}"
@@ -235,6 +241,9 @@ def main() -> None:
                         help="seconds of forward passes per catalog entry (timed repeats and the memory pass)")
     parser.add_argument("--entry-timeout", type=float, default=900.0,
                         help="seconds after which a catalog entry is recorded as not measured")
+    parser.add_argument("--catalog-dims", type=int, choices=(2, 3),
+                        help="measure the entries at their reference input in these dims (default: each entry's "
+                             "first) into catalog-<device>-<dims>d.json")
     parser.add_argument("--catalog-entry", help=argparse.SUPPRESS)  # child mode: print one entry's JSON
     parser.add_argument("--no-sweep", action="store_true", help="skip the size sweep")
     parser.add_argument("--goal", action="store_true", help="issue 4's 1248^2 / 256^3 check (GPU)")
@@ -247,14 +256,17 @@ def main() -> None:
     repeats, warmup = (1, 0) if args.quick else (5, 1)
     started = time.time()
     if args.catalog_entry:
-        print(json.dumps(measure_passes(args.catalog_entry, device, time_budget_s=args.entry_budget)))
+        print(json.dumps(measure_passes(args.catalog_entry, device, time_budget_s=args.entry_budget,
+                                        spatial_dims=args.catalog_dims)))
         return
     if args.catalog:
         threads = torch.get_num_threads()
-        measure_catalog(args.catalog_models, device=device, path=RESULTS / f"catalog-{device}.json",
+        dims_suffix = f"-{args.catalog_dims}d" if args.catalog_dims else ""
+        measure_catalog(args.catalog_models, device=device, path=RESULTS / f"catalog-{device}{dims_suffix}.json",
                         force=args.force, progress=lambda line: print(f"catalog {line}", flush=True),
                         measure=lambda name: measure_in_child(name, device, threads, args.entry_budget,
-                                                              args.entry_timeout))
+                                                              args.entry_timeout, args.catalog_dims),
+                        spatial_dims=args.catalog_dims)
     if args.no_sweep:
         return
     key = "cuda" if device == "cuda" else ("cpu-quick" if args.quick else "cpu")

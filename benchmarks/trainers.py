@@ -164,7 +164,8 @@ def measure_in_subprocess(name: str, device: str, iters: int, configuration: str
     command = [sys.executable, __file__, "--device", device, "--configuration", configuration, "--iters", str(iters),
                "--one", name]
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+        proc = subprocess.run(command, capture_output=True,
+                              encoding="utf-8", errors="replace", env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"not measured within {timeout:.0f} s"}
     if proc.returncode != 0:

@@ -104,9 +104,9 @@ def count_params(name: str) -> int:
     return sum(p.numel() for p in build_reference_model(name, device="meta").parameters())
 
 
-def is_current(name: str, measured: dict[str, Any] | None) -> bool:
+def is_current(name: str, measured: dict[str, Any] | None, spatial_dims: int | None = None) -> bool:
     """A stored measurement taken at the entry's current reference configuration (preset and input)."""
-    cfg = reference_config(name)
+    cfg = reference_config(name, spatial_dims)
     return measured is not None and measured.get("preset") == cfg["preset"] and \
         list(measured.get("input_shape", ())) == list(cfg["input_shape"])
 

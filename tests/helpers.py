@@ -39,7 +39,8 @@ def build_once(tmp_path_factory, name: str, build) -> dict:
 
 def run_command(args, env, expect_rc=0, timeout=600):
     """Run a console command the way a user would; on an unexpected exit code fail with its output."""
-    proc = subprocess.run([str(a) for a in args], env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([str(a) for a in args], env=env, capture_output=True,
+                          encoding="utf-8", errors="replace", timeout=timeout)
     if proc.returncode != expect_rc:
         pytest.fail(f"{' '.join(map(str, args))} exited {proc.returncode} (expected {expect_rc})\n"
                     f"--- stdout (tail)\n{proc.stdout[-4000:]}\n--- stderr (tail)\n{proc.stderr[-4000:]}")

@@ -92,7 +92,7 @@ def run_console(argv: list[str], root: Path, env: dict) -> Outcome:
     """The installed console command, as a user runs it."""
     before = snapshot(root)
     proc = subprocess.run([str(VENV_BIN / "medmamba"), *map(str, argv)], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          encoding="utf-8", errors="replace", timeout=300)
     trace = proc.stderr if "Traceback (most recent call last)" in proc.stderr else None
     return _compare(Outcome(proc.returncode, proc.stderr, trace), before, snapshot(root))
 

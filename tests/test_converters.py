@@ -318,7 +318,7 @@ def test_cli_convert_ok_and_bad_input(tmp_path, nnunet_env, capsys):
     assert "id 42 is taken" in capsys.readouterr().err
     _truncate(task / "labelsTr" / "prostate_00.nii.gz")
     proc = subprocess.run([sys.executable, "-m", "medmamba", "convert", "msd", str(task), "--id", "43"],
-                          capture_output=True, text=True, env=nnunet_env)
+                          capture_output=True, encoding="utf-8", errors="replace", env=nnunet_env)
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]  # earlier lines are the progress bar
     assert last.startswith("medmamba convert: error: ") and "prostate_00.nii.gz: unreadable image" in last

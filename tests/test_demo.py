@@ -29,9 +29,9 @@ def demo_run(tmp_path_factory):
     config = tmp / "demo.yaml"
     config.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "medmamba", "demo", "--config", str(config)]
-    first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+    first = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", cwd=tmp)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    second = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+    second = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", cwd=tmp)
     return cfg, tmp / "out", first, second
 
 

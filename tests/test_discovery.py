@@ -13,14 +13,15 @@ from medmamba.nnunet_plugins import discovery
 PROBE = r"""
 import json, os, subprocess, sys
 child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('nnUNet_extTrainer'))"],
-                       capture_output=True, text=True, env=os.environ.copy()).stdout.strip()
+                       capture_output=True, encoding="utf-8", errors="replace", env=os.environ.copy()).stdout.strip()
 print(json.dumps({"value": os.environ.get("nnUNet_extTrainer"), "child": child,
                   "heavy": [m for m in ("medmamba", "torch", "nnunetv2", "numpy") if m in sys.modules]}))
 """
 
 
 def probe(env: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
+                         encoding="utf-8", errors="replace", check=True).stdout
     return json.loads(out)
 
 
@@ -80,7 +81,8 @@ print("RESULT" + json.dumps({name: [cls.__module__, cls.__name__, cls.recipe.get
 
 
 def find_trainers(env: dict, *names: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", FIND, *names], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", FIND, *names], env=env, capture_output=True,
+                          encoding="utf-8", errors="replace")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.split("RESULT", 1)[1])
 
@@ -106,7 +108,7 @@ def test_doctor_reports_versions_backend_and_discovery():
     from medmamba.cli.doctor import discovery_problems
 
     proc = subprocess.run([Path(sys.executable).parent / "medmamba", "doctor"], env=env_with(None),
-                          capture_output=True, text=True)
+                          capture_output=True, encoding="utf-8", errors="replace")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     from importlib.metadata import version
 

@@ -22,7 +22,7 @@ def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
     env = dict(os.environ, DISABLE_MKDOCS_2_WARNING="true")
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)], cwd=ROOT,
-                          env=env, capture_output=True, text=True)
+                          env=env, capture_output=True, encoding="utf-8", errors="replace")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
 

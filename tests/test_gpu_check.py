@@ -32,7 +32,8 @@ gpu_check = _load_gpu_check()
 
 def test_no_gpu_stops_at_once_with_one_line(monkeypatch, capsys):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, str(GPU_CHECK)], env=env, capture_output=True,
+                          encoding="utf-8", errors="replace", timeout=120)
     assert proc.returncode == gpu_check.NO_GPU_EXIT == 2
     assert proc.stdout == ""
     assert proc.stderr.strip() == gpu_check.NO_GPU_LINE
@@ -339,7 +340,8 @@ first = g.first_call_child("cpu", dim=4, length=40, channels=2, edge=6)
 print(json.dumps(dict(scan=scan, cross=cross, first=first, note=note)))
 """
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          encoding="utf-8", errors="replace", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["scan"]["passed"] and result["scan"]["worst_rel_error"] < 1e-5, result["scan"]

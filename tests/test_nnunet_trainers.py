@@ -203,7 +203,7 @@ def _train_until_killed(command, env, flag: Path, timeout: float = 600) -> None:
     import time
 
     proc = subprocess.Popen([str(c) for c in command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            encoding="utf-8", errors="replace", start_new_session=True)
     deadline = time.monotonic() + timeout
     while not flag.exists():
         if proc.poll() is not None:

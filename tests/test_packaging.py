@@ -29,7 +29,8 @@ def test_wheel_ships_packages_discovery_and_catalog_results(tmp_path):
     script = ("import json, sys; sys.path.insert(0, sys.argv[1]); import medmamba.catalog as c; "
               "rows = c.catalog_rows(); print(json.dumps([str(c.results_dir()), c.__file__, "
               "{r['name']: [r.get('flops'), r['official_code']] for r in rows}]))")
-    done = subprocess.run([sys.executable, "-c", script, str(unpacked)], capture_output=True, text=True, check=True,
+    done = subprocess.run([sys.executable, "-c", script, str(unpacked)], capture_output=True,
+                          encoding="utf-8", errors="replace", check=True,
                           cwd=tmp_path, timeout=300)
     results_dir, module, rows = json.loads(done.stdout.strip().splitlines()[-1])
     assert Path(module).is_relative_to(unpacked) and Path(results_dir) == unpacked / "medmamba" / "benchmark_results"

@@ -248,7 +248,7 @@ def test_triton_backend_under_interpreter():
     script = Path(__file__).with_name("triton_interp_selective_scan.py")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-                           str(script)], env=env, capture_output=True, text=True, timeout=600)
+                           str(script)], env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
 
 
@@ -345,6 +345,7 @@ def test_numba_keeps_torchs_thread_count():
     code = ("import numba, torch; torch.set_num_threads(1); from medmamba.kernels import selective_scan; "
             "x = torch.randn(1, 4, 8); selective_scan(x, x, -torch.ones(4, 2), x[:, :2], x[:, :2], backend='numba'); "
             "print(torch.get_num_threads(), numba.get_num_threads())")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["1", "1"], proc.stdout

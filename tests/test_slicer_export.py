@@ -38,7 +38,7 @@ DATASET = "Dataset912_SlicerPhantom"
 
 
 def _run(cmd, env):
-    done = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True)
+    done = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, encoding="utf-8", errors="replace")
     assert done.returncode == 0, f"{cmd[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
 
@@ -176,7 +176,7 @@ def test_predict_matches_nnunetv2_predict(trained, package, reference, tmp_path)
     out = tmp_path / "pred"
     done = subprocess.run([str(VENV_BIN / "medmamba"), "predict", "--model", str(package), "-i", str(inputs),
                            "-o", str(out), "--format", "nii.gz"], env=_predict_env(trained), capture_output=True,
-                          text=True)
+                          encoding="utf-8", errors="replace")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Predicting" in done.stderr and "2/2" in done.stderr  # progress over the folder's cases
     assert sorted(p.name for p in out.iterdir()) == [".medmamba-output.json", "oblique.nii.gz", "plain.nii.gz"]

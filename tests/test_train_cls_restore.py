@@ -108,6 +108,7 @@ def test_cli_train_errors_are_one_line(cls_data, tmp_path, capsys):
     assert cli_main(["train", "cls", "--data", str(cls_data), "--out", str(tmp_path / "o"), "--model", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
     proc = subprocess.run([sys.executable, "-m", "medmamba", "train", "restore", "--data", str(tmp_path / "missing"),
-                           "--out", str(tmp_path / "o"), "--degradation", "gaussian"], capture_output=True, text=True)
+                           "--out", str(tmp_path / "o"), "--degradation", "gaussian"], capture_output=True,
+                          encoding="utf-8", errors="replace")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("medmamba train: error: ")

@@ -134,7 +134,7 @@ class Demo:
         one line naming the log."""
         log = self.logs / f"{name}.log"
         with open(log, "a", encoding="utf-8") as fh, subprocess.Popen(
-                args, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                args, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 encoding="utf-8", errors="replace", bufsize=1) as proc:
             fh.write(f"$ {' '.join(args)}\n")
             for line in proc.stdout:
