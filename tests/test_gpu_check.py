@@ -322,6 +322,7 @@ def test_amp_check(dtype):
 
 # ---- the real Triton path, on the CPU under the interpreter ----
 
+@pytest.mark.slow
 def test_triton_checks_and_first_call_under_interpreter():
     """check_scan_case, check_cross_scan (axis and, where exported, permutation routes) and first_call_child run
     the real Triton kernels under TRITON_INTERPRET=1 (set before triton is imported, hence the subprocess)."""

@@ -243,6 +243,7 @@ def test_bad_backend_and_triton_without_cuda(monkeypatch):
         selective_scan(**inputs, backend="triton")
 
 
+@pytest.mark.slow
 def test_triton_backend_under_interpreter():
     """Runs tests/triton_interp_selective_scan.py with TRITON_INTERPRET=1 in a fresh interpreter process."""
     script = Path(__file__).with_name("triton_interp_selective_scan.py")
