@@ -11,9 +11,12 @@ export PYTHONUTF8 := 1
 
 .PHONY: demo test test-fast lint docs install browser clean gpu-check
 
+# pip's own output goes to a log; on a failure its last lines are shown.
 $(STAMP): setup.py pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --progress-bar off -q -e '.[test,docs]'
+	@echo "installing medmamba and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@$(PY) -m pip install --progress-bar off -e '.[test,docs]' > $(VENV)/install.log 2>&1 || \
+	  { tail -n 20 $(VENV)/install.log; echo "pip install failed: see $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 
 install: $(STAMP)
