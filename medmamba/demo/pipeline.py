@@ -283,8 +283,9 @@ class Demo:
             start = time.perf_counter()
             log = self.logs / f"{step.name.replace(' ', '_')}.log"
             with console() as screen, log_output(log):
-                self.bar = tqdm(total=self.seg["epochs"] if step.name.startswith("train") else None, desc=label,
-                                unit="epoch", leave=False, file=screen, dynamic_ncols=True, mininterval=1.0)
+                epochs = self.seg["epochs"] if step.name.startswith("train") else None
+                self.bar = tqdm(total=epochs, desc=label, unit="epoch", leave=False, file=screen, dynamic_ncols=True,
+                                mininterval=1.0, bar_format=None if epochs else f"{{desc}}: running (logs/{log.name})")
                 try:
                     with self.bar:
                         step.run(self)
