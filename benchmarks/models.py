@@ -190,7 +190,7 @@ def measure_catalog(names: Iterable[str] | None = None, device: str = "cpu", pat
     ``catalog-<device>.json`` as soon as it is done (written atomically), so an interrupted run resumes: entries
     already measured at their current reference configuration are skipped unless ``force``."""
     path = Path(path) if path is not None else RESULTS / f"catalog-{device}.json"
-    measure = measure if measure is not None else (lambda name: measure_entry(name, device))
+    measure = measure if measure is not None else (lambda name: measure_entry(name, device, spatial_dims=spatial_dims))
     measured = load_measurements(path)
     todo = [name for name in (names if names is not None else list_models())
             if spatial_dims is None or spatial_dims in model_entry(name).reference_input]
