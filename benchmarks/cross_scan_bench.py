@@ -89,8 +89,12 @@ def run(device: str = "cpu", quick: bool = False) -> dict:
                 case["triton_ms"] = _measure(x, routes, "triton", repeats)
                 case["speedup_triton_vs_torch"] = {k: case["torch_ms"][k] / v for k, v in case["triton_ms"].items()}
                 case["triton_gb_per_s"] = {k: b / case["triton_ms"][k] / 1e6 for k, b in moved.items()}
-            case["torch_gb_per_s"] = {k: b / case["torch_ms"][k] / 1e6 for k, b in moved.items()}
             case["permutation_torch_ms"] = _measure(x, PERMUTATION_ROUTES[name], "torch", repeats)
+            if not on_gpu:  # the set timed first meets a cold allocator: time both again, keep each op's faster
+                for key, route_set in (("torch_ms", routes), ("permutation_torch_ms", PERMUTATION_ROUTES[name])):
+                    again = _measure(x, route_set, "torch", repeats)
+                    case[key] = {op: min(ms, again[op]) for op, ms in case[key].items()}
+            case["torch_gb_per_s"] = {k: b / case["torch_ms"][k] / 1e6 for k, b in moved.items()}
             case["permutation_vs_axis_torch"] = {k: v / case["torch_ms"][k]
                                                  for k, v in case["permutation_torch_ms"].items()}
             cases.append(case)
