@@ -10,6 +10,7 @@ from helpers import (
     VENV_BIN,
     build_once,
     nnunet_subprocess_env,
+    plan_phantom_in_process,
     run_command,
 )
 
@@ -107,28 +108,12 @@ def tiny_model_package(tmp_path_factory) -> dict:
         import shutil
 
         import torch
-        from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-            extract_fingerprint_dataset,
-            plan_experiment_dataset,
-        )
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-        from medmamba.datasets.phantom import write_nnunet_phantom_3d
         from medmamba.export.export import export_results
 
-        threads = torch.get_num_threads()
-        with pytest.MonkeyPatch.context() as mp:
-            for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-                (folder / var).mkdir(exist_ok=True)
-                mp.setenv(var, str(folder / var))
-            mp.setenv("nnUNet_n_proc_DA", "1")
-            raw = write_nnunet_phantom_3d(folder / "nnUNet_raw", 913, "TinyModel", n_cases=3, shape=(20, 28, 28),
-                                          spacing=(2.5, 1.0, 1.0), seed=3, num_labels=2)
-            extract_fingerprint_dataset(913, num_processes=1, check_dataset_integrity=True)
-            plan_experiment_dataset(913)
-        torch.set_num_threads(threads)  # nnU-Net's planner changes it
-        plans = folder / "nnUNet_preprocessed" / raw.name / "nnUNetPlans.json"
+        raw, plans = plan_phantom_in_process(folder, 913, "TinyModel", seed=3)
         results = folder / "nnUNet_results" / raw.name / "nnUNetTrainer__nnUNetPlans__3d_fullres"
         (results / "fold_0").mkdir(parents=True)
         shutil.copy(plans, results / "plans.json")

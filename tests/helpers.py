@@ -63,6 +63,35 @@ def nnunet_subprocess_env(folders: dict, **extra) -> dict:
     return env
 
 
+def plan_phantom_in_process(root: Path, dataset_id: int, name: str, seed: int) -> tuple[Path, Path]:
+    """A 3-case 3D phantom (20 x 28 x 28, 2 labels) written under ``root``'s nnU-Net folders and planned by
+    nnU-Net's planner in this process (its folders set only meanwhile, torch's thread count restored).
+
+    Returns:
+        (the raw data set folder, its nnUNetPlans.json).
+    """
+    import torch
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprint_dataset,
+        plan_experiment_dataset,
+    )
+
+    from medmamba.datasets.phantom import write_nnunet_phantom_3d
+
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+            (root / var).mkdir(exist_ok=True)
+            mp.setenv(var, str(root / var))
+        mp.setenv("nnUNet_n_proc_DA", "1")
+        raw = write_nnunet_phantom_3d(root / "nnUNet_raw", dataset_id, name, n_cases=3, shape=(20, 28, 28),
+                                      spacing=(2.5, 1.0, 1.0), seed=seed, num_labels=2)
+        extract_fingerprint_dataset(dataset_id, num_processes=1, check_dataset_integrity=True)
+        plan_experiment_dataset(dataset_id)
+    torch.set_num_threads(threads)  # nnU-Net's planner changes it
+    return raw, root / "nnUNet_preprocessed" / raw.name / "nnUNetPlans.json"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Figures that tests report in the terminal summary: each test process appends JSON lines to a file in
 # $MEDMAMBA_TEST_REPORTS (made by the main process, inherited by pytest-xdist workers); the main process sums them.

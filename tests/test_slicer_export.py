@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from helpers import plan_phantom_in_process
 
 from medmamba.cli import main as cli_main
-from medmamba.datasets.phantom import write_nnunet_phantom_3d
 from medmamba.errors import MedMambaError
 from medmamba.export.export import export_results
 from medmamba.export.network import network_spec
@@ -60,24 +60,7 @@ def _write_fold(results: Path, trainer_class, fold: int, seed: int) -> None:
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
     """(raw dataset folder, plans.json path): a 3-case phantom planned by nnU-Net's planner, in-process."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        extract_fingerprint_dataset,
-        plan_experiment_dataset,
-    )
-
-    root = tmp_path_factory.mktemp("slicer_planned")
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-            (root / var).mkdir()
-            mp.setenv(var, str(root / var))
-        mp.setenv("nnUNet_n_proc_DA", "1")
-        raw = write_nnunet_phantom_3d(root / "nnUNet_raw", 912, "SlicerPhantom", n_cases=3, shape=(20, 28, 28),
-                                      spacing=(2.5, 1.0, 1.0), seed=5, num_labels=2)
-        extract_fingerprint_dataset(912, num_processes=1, check_dataset_integrity=True)
-        plan_experiment_dataset(912)
-    torch.set_num_threads(threads)  # nnU-Net's planner changes it
-    return raw, root / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json"
+    return plan_phantom_in_process(tmp_path_factory.mktemp("slicer_planned"), 912, "SlicerPhantom", seed=5)
 
 
 @pytest.fixture(scope="module")
