@@ -92,6 +92,19 @@ def plan_phantom_in_process(root: Path, dataset_id: int, name: str, seed: int) -
     return raw, root / "nnUNet_preprocessed" / raw.name / "nnUNetPlans.json"
 
 
+def official_state_dict(case: dict, seed: int = 0, scale: float = 1.0) -> dict:
+    """Random tensors (``scale`` times standard normal) under the official names and shapes of a case of
+    ``tests/data/official_keys/<entry>.json``; names that held one tensor share it."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    state = {k: scale * torch.randn(shape, generator=generator) for k, shape in case["keys"].items()}
+    for names in case["aliases"]:
+        for name in names[1:]:
+            state[name] = state[names[0]]
+    return state
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Figures that tests report in the terminal summary: each test process appends JSON lines to a file in
 # $MEDMAMBA_TEST_REPORTS (made by the main process, inherited by pytest-xdist workers); the main process sums them.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import official_state_dict
 from official import build_ours
 
 from medmamba.weights import convert_state_dict
@@ -15,16 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FIXTURES = sorted((ROOT / "tests" / "data" / "official_keys").glob("*.json"))
 CASES = [(path, name) for path in FIXTURES for name in json.loads(path.read_text(encoding="utf-8"))["cases"]]
-
-
-def official_state_dict(case: dict, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Distinct random values under the official names and shapes; names that held one tensor share it."""
-    generator = torch.Generator().manual_seed(seed)
-    state = {k: torch.randn(shape, generator=generator) for k, shape in case["keys"].items()}
-    for names in case["aliases"]:
-        for name in names[1:]:
-            state[name] = state[names[0]]
-    return state
 
 
 @pytest.mark.parametrize("path,case_name", CASES, ids=[f"{p.stem}-{n}" for p, n in CASES])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import official_state_dict
 from official import build_ours
 
 from medmamba.compat.modules import Mamba
@@ -45,8 +46,7 @@ CASES = sorted(FIXTURE["cases"])
 @pytest.fixture(scope="module", params=CASES)
 def converted(request):
     case = FIXTURE["cases"][request.param]
-    generator = torch.Generator().manual_seed(0)
-    official = {k: torch.randn(shape, generator=generator) for k, shape in case["keys"].items()}
+    official = official_state_dict(case)
     with torch.device("meta"):
         ours = build_ours("lightm_unet", case["ours"])
     return case, official, ours, convert_state_dict("lightm_unet", official, ours)

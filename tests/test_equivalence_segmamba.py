@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import official_state_dict
 from official import build_ours
 
 from medmamba.compat.modules import Mamba
@@ -48,8 +49,7 @@ STACKED = {"conv1d{}.weight": "conv1d.weight", "x_proj{}.weight": "ssm.x_proj_we
 @pytest.fixture(scope="module")
 def converted():
     (case,) = FIXTURE["cases"].values()
-    generator = torch.Generator().manual_seed(0)
-    official = {k: torch.randn(shape, generator=generator) for k, shape in case["keys"].items()}
+    official = official_state_dict(case)
     with torch.device("meta"):
         ours = build_ours("segmamba", case["ours"])
     return case, official, ours, convert_state_dict("segmamba", official, ours)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import official_state_dict
 from official import build_ours
 
 from medmamba.weights import convert_state_dict
@@ -54,15 +55,6 @@ MAMBA = {
     },
 }
 CASES = [(entry, name) for entry, fixture in FIXTURES.items() for name in fixture["cases"]]
-
-
-def official_state_dict(case: dict) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    state = {k: torch.randn(shape, generator=generator) for k, shape in case["keys"].items()}
-    for names in case["aliases"]:
-        for name in names[1:]:
-            state[name] = state[names[0]]
-    return state
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"{e}-{n}" for e, n in CASES])

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import official_state_dict
 from official import build_ours
 from safetensors.torch import load_file
 
@@ -30,20 +31,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def official_state_dict(case: dict, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tensors under the official names and shapes (small, so that the network's outputs stay finite);
-    names that held one tensor share it."""
-    generator = torch.Generator().manual_seed(seed)
-    state = {k: 0.05 * torch.randn(shape, generator=generator) for k, shape in case["keys"].items()}
-    for names in case["aliases"]:
-        for name in names[1:]:
-            state[name] = state[names[0]]
-    return state
-
-
 @pytest.fixture(scope="module")
 def official():
-    return official_state_dict(CASE)
+    return official_state_dict(CASE, scale=0.05)
 
 
 @pytest.fixture
