@@ -1,7 +1,7 @@
 """Which kernel runs where, decided in one place for the selective scan and the cross-scan.
 
-``auto``: Triton for CUDA tensors when triton imports (and the op supports the input there), the fused numba
-kernels for the selective scan on CPU tensors when numba imports, the torch path otherwise. A backend named
+``auto``: Triton for CUDA tensors when triton imports (and the op supports the input there), the numba kernels
+for CPU tensors when numba imports (and the op supports the input there), the torch path otherwise. A backend named
 explicitly is checked: Triton needs CUDA (or ``TRITON_INTERPRET=1`` on the CPU) and an importable triton, numba
 needs CPU tensors and an importable numba. ``medmamba doctor`` shows the reasons.
 """
@@ -12,7 +12,7 @@ from importlib import import_module
 
 import torch
 
-OPS = {"selective_scan": ("torch", "numba", "triton"), "cross_scan": ("torch", "triton")}
+OPS = {"selective_scan": ("torch", "numba", "triton"), "cross_scan": ("torch", "numba", "triton")}
 _numba_problem: list[str | None] = []  # filled on first use: None when the numba backend imports
 
 
@@ -26,10 +26,11 @@ def triton_available() -> bool:
 
 
 def numba_unavailable_reason() -> str | None:
-    """None when the numba scan imports, else why it does not (``auto`` then uses torch on the CPU)."""
+    """None when the numba kernels import, else why it does not (``auto`` then uses torch on the CPU)."""
     if not _numba_problem:
         try:
             import_module("medmamba.kernels.selective_scan_numba")
+            import_module("medmamba.kernels.cross_scan_numba")
             _numba_problem.append(None)
         except Exception as err:  # ImportError, or numba/llvmlite failing to load on this platform
             _numba_problem.append(f"{type(err).__name__}: {err}")
@@ -48,7 +49,7 @@ def _numba_usable() -> bool:
 
 
 def resolve_backend(op: str, requested: str, device: torch.device, supported_by_triton: bool = True,
-                    what: str = "", caller: str | None = None) -> str:
+                    what: str = "", caller: str | None = None, supported_by_numba: bool = True) -> str:
     """The backend that runs ``op`` for tensors on ``device``.
 
     Args:
@@ -56,6 +57,7 @@ def resolve_backend(op: str, requested: str, device: torch.device, supported_by_
         requested: "auto" or one of the op's backends (``OPS[op]``).
         device: where the inputs are.
         supported_by_triton: whether the op's Triton kernels take this input (dtype, number of axes).
+        supported_by_numba: whether the op's numba kernels take this input (dtype).
         what: the input, for error messages (e.g. "u (shape (2, 8, 64))").
         caller: the function named in error messages (default ``op``).
 
@@ -72,7 +74,7 @@ def resolve_backend(op: str, requested: str, device: torch.device, supported_by_
     if requested == "auto":
         if device.type == "cuda":
             return "triton" if supported_by_triton and _triton_usable() else "torch"
-        return "numba" if device.type == "cpu" and "numba" in OPS[op] and _numba_usable() else "torch"
+        return "numba" if device.type == "cpu" and supported_by_numba and _numba_usable() else "torch"
     if requested == "triton":
         if not (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"):
             raise ValueError(f"{name}: backend='triton' needs CUDA tensors ({on}) or TRITON_INTERPRET=1")
@@ -85,4 +87,6 @@ def resolve_backend(op: str, requested: str, device: torch.device, supported_by_
             raise ValueError(f"{name}: backend='numba' needs CPU tensors ({on})")
         if not _numba_usable():
             raise ValueError(f"{name}: backend='numba' is unavailable ({numba_unavailable_reason()})")
+        if not supported_by_numba:
+            raise ValueError(f"{name}: backend='numba' does not take this input ({what})")
     return requested

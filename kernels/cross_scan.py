@@ -4,8 +4,10 @@
 permutation routes); ``cross_unscan`` puts each route's sequence back in row-major order; ``cross_merge`` sums
 those, and is the exact adjoint of ``cross_scan``: <cross_scan(x), y> == <x, cross_merge(y)>. All are
 differentiable. On CUDA, Triton kernels do each in one pass (``cross_scan_triton``: a fused tiled kernel for axis
-routes, index gathers for the rest); elsewhere torch does it (permute / flip for axis routes, ``torch.gather`` with
-the cached index arrays once any permutation route is present). Multi-head scans (MHS-VM) call
+routes, index gathers for the rest); on the CPU numba kernels do (``cross_scan_numba``: one pass through the
+cached index arrays, for every kind of route), as the operator ``torch.ops.medmamba.route_pass`` (opaque to
+``torch.compile`` and ``torch.export``); the torch path (permute / flip for axis routes, ``torch.gather`` with the
+index arrays once any permutation route is present) runs everywhere else. Multi-head scans (MHS-VM) call
 ``cross_scan(x[:, head_channels], head_routes)`` per head: the Triton path reads such a channel slice in place.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 from typing import Sequence
 
 import torch
+from torch import Tensor
 
 from medmamba.kernels.backends import resolve_backend
 from medmamba.kernels.routes import ROUTES_2D, ROUTES_3D, AnyRoute, Route, check_routes, route_index_tensors
@@ -21,10 +24,11 @@ from medmamba.kernels.routes import ROUTES_2D, ROUTES_3D, AnyRoute, Route, check
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _use_triton(t: torch.Tensor, n_spatial: int, backend: str, fn: str) -> bool:
-    supported = n_spatial <= 3 and t.dtype in _TRITON_DTYPES
-    what = f"a {t.dtype} tensor with {n_spatial} spatial axes; Triton takes 1-3 and a float dtype"
-    return resolve_backend("cross_scan", backend, t.device, supported, what, caller=fn) == "triton"
+def _resolve(t: torch.Tensor, n_spatial: int, backend: str, fn: str) -> str:
+    what = (f"a {t.dtype} tensor with {n_spatial} spatial axes; Triton takes 1-3 spatial axes and a float dtype, "
+            f"numba a float dtype")
+    return resolve_backend("cross_scan", backend, t.device, n_spatial <= 3 and t.dtype in _TRITON_DTYPES, what,
+                           caller=fn, supported_by_numba=t.dtype.is_floating_point)
 
 
 # ---- torch path ----
@@ -74,6 +78,43 @@ def _merge_torch(y: torch.Tensor, routes: tuple[AnyRoute, ...], spatial: tuple[i
     return out
 
 
+# ---- numba path: one operator for the four passes through the routes' positions ----
+_ADJOINT = {"scan": "merge", "merge": "scan", "unscan": "rescan", "rescan": "unscan"}
+
+
+@torch.library.custom_op("medmamba::route_pass", mutates_args=())
+def _route_pass_op(src: Tensor, positions: Tensor, mode: str) -> Tensor:
+    """``route_pass_numba(src, positions, mode)``, differentiable: the adjoint pass runs backward."""
+    from medmamba.kernels.cross_scan_numba import route_pass_numba
+
+    return route_pass_numba(src, positions, mode)
+
+
+@_route_pass_op.register_fake
+def _(src, positions, mode):
+    if mode == "scan":
+        return src.new_empty(src.shape[0], positions.shape[0], *src.shape[1:])
+    return src.new_empty(src.shape[0], *src.shape[2:]) if mode == "merge" else torch.empty_like(src)
+
+
+def _route_pass_setup(ctx, inputs, output):
+    _, positions, ctx.mode = inputs
+    ctx.save_for_backward(positions)
+
+
+def _route_pass_backward(ctx, grad):
+    (positions,) = ctx.saved_tensors
+    return torch.ops.medmamba.route_pass(grad, positions, _ADJOINT[ctx.mode]), None, None
+
+
+_route_pass_op.register_autograd(_route_pass_backward, setup_context=_route_pass_setup)
+
+
+def _pass_numba(src: torch.Tensor, routes: tuple[AnyRoute, ...], spatial: tuple[int, ...], mode: str):
+    positions, _ = route_index_tensors(routes, spatial, src.device, torch.int32)
+    return torch.ops.medmamba.route_pass(src, positions, mode)
+
+
 # ---- public API ----
 
 def cross_scan(x: torch.Tensor, routes: Sequence[AnyRoute] | None = None, *, backend: str = "auto") -> torch.Tensor:
@@ -83,7 +124,8 @@ def cross_scan(x: torch.Tensor, routes: Sequence[AnyRoute] | None = None, *, bac
         x: (B, C, *spatial) map, any number of spatial axes.
         routes: ``Route`` / ``PathRoute`` list (plain ``(order, reverse)`` tuples are read as ``Route``); None: the
             default set for 2 or 3 spatial axes (``default_routes``).
-        backend: "auto" (Triton for CUDA tensors when it imports, else torch), "torch" or "triton".
+        backend: "auto" (Triton for CUDA tensors when it imports, numba for CPU tensors when it imports, else
+            torch), "torch", "numba" or "triton".
 
     Returns:
         (B, K, C, L) with K = len(routes), L = prod(spatial): sequence k is x visited along route k.
@@ -93,10 +135,11 @@ def cross_scan(x: torch.Tensor, routes: Sequence[AnyRoute] | None = None, *, bac
                          f"with at least one spatial axis")
     spatial = tuple(x.shape[2:])
     routes = check_routes(routes, len(spatial), "cross_scan")
-    if _use_triton(x, len(spatial), backend, "cross_scan"):
+    chosen = _resolve(x, len(spatial), backend, "cross_scan")
+    if chosen == "triton":
         from medmamba.kernels.cross_scan_triton import cross_scan_triton
         return cross_scan_triton(x, routes)
-    return _scan_torch(x, routes)
+    return _pass_numba(x.flatten(2), routes, spatial, "scan") if chosen == "numba" else _scan_torch(x, routes)
 
 
 def _route_outputs(y, routes, spatial_shape, fn: str) -> tuple[torch.Tensor, tuple[AnyRoute, ...], tuple[int, ...]]:
@@ -139,10 +182,11 @@ def cross_merge(y: torch.Tensor, routes: Sequence[AnyRoute] | None = None, spati
         (B, C, L) in row-major order of the grid.
     """
     y, routes, spatial = _route_outputs(y, routes, spatial_shape, "cross_merge")
-    if _use_triton(y, len(spatial), backend, "cross_merge"):
+    chosen = _resolve(y, len(spatial), backend, "cross_merge")
+    if chosen == "triton":
         from medmamba.kernels.cross_scan_triton import cross_merge_triton
         return cross_merge_triton(y, routes, spatial)
-    return _merge_torch(y, routes, spatial)
+    return _pass_numba(y, routes, spatial, "merge") if chosen == "numba" else _merge_torch(y, routes, spatial)
 
 
 def cross_unscan(y: torch.Tensor, routes: Sequence[AnyRoute] | None = None,
@@ -156,10 +200,11 @@ def cross_unscan(y: torch.Tensor, routes: Sequence[AnyRoute] | None = None,
         (B, K, C, L): ``cross_unscan(cross_scan(x))[:, k]`` is x flattened row-major, for every k.
     """
     y, routes, spatial = _route_outputs(y, routes, spatial_shape, "cross_unscan")
-    if _use_triton(y, len(spatial), backend, "cross_unscan"):
+    chosen = _resolve(y, len(spatial), backend, "cross_unscan")
+    if chosen == "triton":
         from medmamba.kernels.cross_scan_triton import cross_unscan_triton
         return cross_unscan_triton(y, routes, spatial)
-    return _unscan_torch(y, routes, spatial)
+    return _pass_numba(y, routes, spatial, "unscan") if chosen == "numba" else _unscan_torch(y, routes, spatial)
 
 
 def _check_ndim(t: torch.Tensor, ndim: int, name: str, expected: str, fn: str) -> None:

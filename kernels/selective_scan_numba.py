@@ -65,7 +65,7 @@ def cache_dir() -> Path:
 
 _log = logging.getLogger(__name__)
 
-_OPTS = dict(cache=True, error_model="numpy", boundscheck=False,
+NUMBA_OPTIONS = dict(cache=True, error_model="numpy", boundscheck=False,
              fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})  # NaN and inf keep their meaning
 
 _F32 = np.float32
@@ -145,7 +145,7 @@ def _sigmoid_overload(x):
     return lambda x: 1.0 / (1.0 + math.exp(-x))
 
 
-@njit(**_OPTS)
+@njit(**NUMBA_OPTIONS)
 def _copy(src, dst):
     """dst[...] = src for 2-D arrays of one shape (explicit loops: numba's array-to-array assignment compiles its
     error formatting, seconds of compile time)."""
@@ -154,7 +154,7 @@ def _copy(src, dst):
             dst[r, c] = src[r, c]
 
 
-@njit(**_OPTS)
+@njit(**NUMBA_OPTIONS)
 def _gather_block(src, b, j0, cb, t0, n, dst):
     """dst[i, j] = src[b, j0 + j, t0 + i]: a block's channels of steps t0 .. t0 + n - 1, time-major."""
     for j in range(cb):
@@ -162,7 +162,7 @@ def _gather_block(src, b, j0, cb, t0, n, dst):
             dst[i, j] = src[b, j0 + j, t0 + i]
 
 
-@njit(**_OPTS)
+@njit(**NUMBA_OPTIONS)
 def _scatter_block(src, b, j0, cb, t0, n, dst):
     """dst[b, j0 + j, t0 + i] = src[i, j] (the inverse of _gather_block)."""
     for j in range(cb):
@@ -170,7 +170,7 @@ def _scatter_block(src, b, j0, cb, t0, n, dst):
             dst[b, j0 + j, t0 + i] = src[i, j]
 
 
-@njit(**_OPTS)
+@njit(**NUMBA_OPTIONS)
 def _block_steps(delta, u, bias, softplus, b, j0, cb, t0, n, raw, dt, x, u_blk):
     """For a block's channels and steps, time-major: raw = delta + bias, dt = softplus(raw) (or raw), u, x = dt u."""
     _gather_block(delta, b, j0, cb, t0, n, raw)
@@ -186,7 +186,7 @@ def _block_steps(delta, u, bias, softplus, b, j0, cb, t0, n, raw, dt, x, u_blk):
 # reference-count updates, atomic operations.
 
 
-@njit(**_OPTS)
+@njit(**NUMBA_OPTIONS)
 def _forward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, last, ckpt):
     """One block of up to ``lanes`` channels of one group and batch (see _forward_kernel); the channels are the
     vector lanes."""
@@ -229,7 +229,7 @@ def _forward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, 
     _copy(h, last[b, :, j0:j0 + cb])
 
 
-@njit(parallel=True, **_OPTS)
+@njit(parallel=True, **NUMBA_OPTIONS)
 def _forward_kernel(u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, last, ckpt):
     """u, delta, out: (batch, dim, L); At: (N, dim); Bt, Ct: (batch, G, L, N); D, bias: (dim,); z: (batch, dim, L),
     or empty for no gate; last: (batch, N, dim); ckpt: (batch, n_chunks, N, dim), or empty. One task per block of
@@ -239,7 +239,7 @@ def _forward_kernel(u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, last
         _forward_task(np.int64(task), u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, last, ckpt)
 
 
-@njit(**_OPTS)
+@njit(**NUMBA_OPTIONS)
 def _backward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt, dout, dlast, du, ddelta, dz, dA,
                    dD, dB, dC):
     """One (part, batch, group): the part's share of the group's channel blocks (see _backward_kernel)."""
@@ -323,7 +323,7 @@ def _backward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt
             dD[b, j0 + j] = dD_blk[j]
 
 
-@njit(parallel=True, **_OPTS)
+@njit(parallel=True, **NUMBA_OPTIONS)
 def _backward_kernel(u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt, dout, dlast, du, ddelta, dz, dA, dD,
                      dB, dC):
     """Inputs as _forward_kernel's; dout: (batch, dim, L); dlast: (batch, N, dim). Writes du, ddelta, dz (empty
@@ -344,7 +344,7 @@ def checkpoint_shape(batch: int, dim: int, L: int, N: int) -> tuple[int, int, in
     return batch, -(-L // CHUNK), N, dim
 
 
-def _threads() -> int:
+def sync_threads() -> int:
     """torch's thread count (nnU-Net and users set it), within numba's pool; also applied to numba."""
     torch_threads = torch.get_num_threads()
     threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
@@ -391,7 +391,7 @@ def selective_scan_numba_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     out = torch.empty(batch, dim, L, dtype=compute)
     last = torch.empty(batch, N, dim, dtype=compute)
     ckpt = torch.empty(checkpoint_shape(batch, dim, L, N) if save_for_backward else (0, 0, 0, 0), dtype=compute)
-    lanes = _lanes(batch * G, dim // G, _threads())
+    lanes = _lanes(batch * G, dim // G, sync_threads())
     _forward_kernel(*args, bool(delta_softplus), lanes, out.numpy(), last.numpy(), ckpt.numpy())
     return out.to(u.dtype), last.transpose(1, 2).contiguous(), ckpt
 
@@ -405,7 +405,7 @@ def selective_scan_numba_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus
     *args, compute = _kernel_inputs(u, delta, A, B, C, D, z, delta_bias)
     batch, dim, L = u.shape
     G, N = B.shape[1], A.shape[1]
-    threads = _threads()
+    threads = sync_threads()
     lanes = _lanes(batch * G, dim // G, threads)
     parts = max(1, min(-(-(dim // G) // lanes), -(-threads // (batch * G))))
     f = dict(dtype=compute)

@@ -1,4 +1,6 @@
-"""Cross-scan / merge against an independent index reference built with nested loops and np.ravel_multi_index."""
+"""Cross-scan / merge against an independent index reference built with nested loops and np.ravel_multi_index, on
+both CPU backends (numba, what ``auto`` runs on the CPU, and torch) and, under the Triton interpreter, Triton."""
+import functools
 import itertools
 import os
 import subprocess
@@ -99,62 +101,87 @@ def ids(case):
     return f"{'x'.join(map(str, case[0]))}-K{len(case[1])}"
 
 
+CPU_BACKENDS = ["numba", "torch"]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("spatial,routes", CASES, ids=[ids(c) for c in CASES])
-def test_scan_merge_match_reference(spatial, routes):
+def test_scan_merge_match_reference(spatial, routes, backend):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, *spatial, dtype=torch.float64, generator=gen)
     y = torch.randn(2, len(routes), 3, *spatial, dtype=torch.float64, generator=gen)
-    scanned = cross_scan(x, routes)
+    scanned = cross_scan(x, routes, backend=backend)
     assert scanned.shape == (2, len(routes), 3, int(np.prod(spatial)))
     np.testing.assert_array_equal(scanned.numpy(), scan_ref(x.numpy(), routes))
-    merged = cross_merge(y, routes)
+    merged = cross_merge(y, routes, backend=backend)
     np.testing.assert_allclose(merged.numpy(), merge_ref(y.numpy(), routes, spatial), rtol=1e-12, atol=1e-12)
-    flat = cross_merge(y.flatten(3), routes, spatial_shape=spatial)
+    flat = cross_merge(y.flatten(3), routes, spatial_shape=spatial, backend=backend)
     np.testing.assert_array_equal(flat.numpy(), merged.numpy())
     # adjointness and round trip
     lhs = (scanned * y.flatten(3)).sum()
     rhs = (x.flatten(2) * merged).sum()
     assert torch.allclose(lhs, rhs, rtol=1e-12)
-    np.testing.assert_allclose(cross_merge(scanned, routes, spatial_shape=spatial).numpy(),
+    np.testing.assert_allclose(cross_merge(scanned, routes, spatial_shape=spatial, backend=backend).numpy(),
                                len(routes) * x.flatten(2).numpy(), rtol=1e-12)
     # unscan: every route back in row-major order, not summed
-    unscanned = cross_unscan(y, routes)
+    unscanned = cross_unscan(y, routes, backend=backend)
     np.testing.assert_array_equal(unscanned.numpy(), unscan_ref(y.numpy(), routes, spatial))
-    np.testing.assert_array_equal(cross_unscan(scanned, routes, spatial_shape=spatial).numpy(),
+    np.testing.assert_array_equal(cross_unscan(scanned, routes, spatial_shape=spatial, backend=backend).numpy(),
                                   x.flatten(2)[:, None].expand(-1, len(routes), -1, -1).numpy())
 
 
 GRAD_CASES = [CASES[0], CASES[2], CASES[5], CASES[9], CASES[11]]
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("spatial,routes", GRAD_CASES, ids=[ids(c) for c in GRAD_CASES])
-def test_gradients_match_reference(spatial, routes):
+def test_gradients_match_reference(spatial, routes, backend):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(1, 2, *spatial, dtype=torch.float64, generator=gen, requires_grad=True)
     g_scan = torch.randn(1, len(routes), 2, int(np.prod(spatial)), dtype=torch.float64, generator=gen)
-    cross_scan(x, routes).backward(g_scan)
+    cross_scan(x, routes, backend=backend).backward(g_scan)
     np.testing.assert_allclose(x.grad.flatten(2).numpy(), merge_ref(g_scan.numpy(), routes, spatial), rtol=1e-12)
 
     y = torch.randn(1, len(routes), 2, *spatial, dtype=torch.float64, generator=gen, requires_grad=True)
     g_merge = torch.randn(1, 2, *spatial, dtype=torch.float64, generator=gen)
-    cross_merge(y, routes).backward(g_merge.flatten(2))
+    cross_merge(y, routes, backend=backend).backward(g_merge.flatten(2))
     np.testing.assert_array_equal(y.grad.flatten(3).numpy(), scan_ref(g_merge.numpy(), routes))
 
     y.grad = None
     g_unscan = torch.randn(1, len(routes), 2, int(np.prod(spatial)), dtype=torch.float64, generator=gen)
-    cross_unscan(y, routes).backward(g_unscan)
+    cross_unscan(y, routes, backend=backend).backward(g_unscan)
     expected = np.stack([scan_ref(g_unscan[:, k].reshape(1, 2, *spatial).numpy(), [r])[:, 0]
                          for k, r in enumerate(routes)], 1)
     np.testing.assert_array_equal(y.grad.flatten(3).numpy(), expected)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("routes", [ROUTES_2D, mhs_routes("S", 2)], ids=["axis", "spiral"])
-def test_gradcheck_torch_path(routes):
+def test_gradcheck_cpu_backends(routes, backend):
     x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
     y = torch.randn(1, 4, 2, 3, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: cross_scan(t, routes, backend="torch"), (x,))
-    assert torch.autograd.gradcheck(lambda t: cross_merge(t, routes, backend="torch"), (y,))
-    assert torch.autograd.gradcheck(lambda t: cross_unscan(t, routes, backend="torch"), (y,))
+    for fn, t in ((cross_scan, x), (cross_merge, y), (cross_unscan, y)):
+        call = functools.partial(fn, routes=routes, backend=backend)
+        assert torch.autograd.gradcheck(call, (t,))
+        assert torch.autograd.gradgradcheck(call, (t,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_numba_low_precision_and_channel_slices(dtype):
+    """Other float dtypes go through float32 (exact for the copies; the merge sums in float32 in route order, as the
+    reference, and rounds once); a channel slice, as a multi-head scan passes, is read like a contiguous copy."""
+    routes = mhs_routes("X", 2) + [ROUTES_2D[1]]
+    x = torch.randn(2, 6, 5, 7).to(dtype)
+    y = torch.randn(2, 5, 3, 5, 7).to(dtype)
+    scanned = cross_scan(x[:, 1:4], routes, backend="numba")
+    assert scanned.dtype == dtype
+    np.testing.assert_array_equal(scanned.float().numpy(), scan_ref(x[:, 1:4].float().numpy(), routes))
+    merged = cross_merge(y, routes, backend="numba")
+    assert merged.dtype == dtype
+    expected = torch.from_numpy(merge_ref(y.float().numpy(), routes, (5, 7))).to(dtype)
+    np.testing.assert_array_equal(merged.float().numpy(), expected.float().numpy())
+    np.testing.assert_array_equal(cross_unscan(y, routes, backend="numba").float().numpy(),
+                                  unscan_ref(y.float().numpy(), routes, (5, 7)))
 
 
 def test_fixed_route_sets_and_wrappers():
@@ -184,6 +211,8 @@ def test_fixed_route_sets_and_wrappers():
     (lambda: cross_scan(torch.zeros(1, 2, 3, 4), [Route((0, 2), False)]), r"route order \(0, 2\)"),
     (lambda: cross_scan(torch.zeros(1, 2, 3, 4), []), r"routes is empty"),
     (lambda: cross_scan(torch.zeros(1, 2, 3, 4), backend="cuda"), r"backend='cuda'"),
+    (lambda: cross_scan(torch.zeros(1, 2, 3, 4, dtype=torch.int64), backend="numba"),
+     r"backend='numba' does not take this input \(a torch.int64 tensor"),
     (lambda: cross_scan(torch.zeros(1, 2, 3, 4), [PathRoute("hilbert")]), r"path 'hilbert' is neither"),
     (lambda: cross_unscan(torch.zeros(1, 4, 2, 12), mhs_routes("C", 2)), r"needs spatial_shape"),
 ])

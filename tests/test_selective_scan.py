@@ -216,7 +216,8 @@ def test_bad_arguments_raise_value_error(name, bad, expected):
 
 def test_auto_backends_on_cuda_without_triton(monkeypatch):
     """One decision for both ops: on a CUDA device without triton, "auto" falls back to torch for the scan and the
-    cross-scan alike (no GPU needed: the decision takes the device), and an explicit "triton" says why."""
+    cross-scan alike (no GPU needed: the decision takes the device), and an explicit "triton" says why; on the CPU
+    "auto" is numba where the op's numba kernels take the input."""
     from medmamba.kernels import backends
 
     cuda = torch.device("cuda")
@@ -229,9 +230,13 @@ def test_auto_backends_on_cuda_without_triton(monkeypatch):
     assert backends.resolve_backend("selective_scan", "auto", cuda) == "triton"
     assert backends.resolve_backend("cross_scan", "auto", cuda) == "triton"
     assert backends.resolve_backend("cross_scan", "auto", cuda, supported_by_triton=False) == "torch"
-    assert backends.resolve_backend("cross_scan", "auto", torch.device("cpu")) == "torch"
+    cpu = torch.device("cpu")
+    assert backends.resolve_backend("cross_scan", "auto", cpu) == "numba"
+    assert backends.resolve_backend("cross_scan", "auto", cpu, supported_by_numba=False) == "torch"
+    with pytest.raises(ValueError, match="backend='numba' does not take this input"):
+        backends.resolve_backend("cross_scan", "numba", cpu, supported_by_numba=False)
     with pytest.raises(ValueError, match="expected one of"):
-        backends.resolve_backend("cross_scan", "numba", torch.device("cpu"))
+        backends.resolve_backend("cross_scan", "cuda", cpu)
 
 
 def test_bad_backend_and_triton_without_cuda(monkeypatch):

@@ -54,12 +54,12 @@ def _find_with_nnunet(name: str) -> str:
 
 def _numba_kernels(warm: bool) -> str:
     """One line on the numba kernels: their cache and the measured first-call compile time, or the warm-up."""
-    from medmamba.kernels import selective_scan_numba
+    from medmamba.kernels import cross_scan_numba, selective_scan_numba
 
     where = f"cache {selective_scan_numba.cache_dir()}"
     if warm:
         record_before = selective_scan_numba.compile_record()
-        seconds = selective_scan_numba.warm_up()
+        seconds = selective_scan_numba.warm_up() + cross_scan_numba.warm_up()
         loaded = record_before is not None and record_before == selective_scan_numba.compile_record()
         return f"numba kernels: {'loaded from the cache' if loaded else 'compiled'} in {seconds:.1f} s ({where})"
     record = selective_scan_numba.compile_record()

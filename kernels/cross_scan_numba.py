@@ -1,0 +1,104 @@
+"""Cross-scan, cross-merge and cross-unscan on the CPU with numba: one pass each, any route (axis order or
+permutation) read through its cached positions array (step l of route k visits row-major position index[k, l]).
+
+In parallel over the (batch, channel) rows; each pass reads or writes the K route sequences in step order and
+makes its random accesses in the one row of the grid, small enough to stay in cache:
+
+- scan:    out[b, k, c, l] = x[b, c, index[k, l]]                  (gather)
+- merge:   out[b, c, index[k, l]] = sum_k y[b, k, c, l]            (scatter-add)
+- unscan:  out[b, k, c, index[k, l]] = y[b, k, c, l]               (scatter)
+- rescan:  out[b, k, c, l] = y[b, k, c, index[k, l]]               (gather; unscan's adjoint)
+
+Scan and merge are each other's adjoint, and unscan and rescan (autograd: ``medmamba.kernels.cross_scan``).
+float32 and float64 are computed as they are, other float dtypes in float32 (their merge sums too).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from numba import njit, prange
+
+from medmamba.kernels.selective_scan_numba import NUMBA_OPTIONS, sync_threads
+
+
+@njit(parallel=True, **NUMBA_OPTIONS)
+def _scan_kernel(x, index, out):
+    batch, channels, length = x.shape
+    for row in prange(batch * channels):
+        b, c = row // channels, row % channels
+        for k in range(index.shape[0]):
+            for step in range(length):
+                out[b, k, c, step] = x[b, c, index[k, step]]
+
+
+@njit(parallel=True, **NUMBA_OPTIONS)
+def _merge_kernel(y, index, out):
+    batch, routes, channels, length = y.shape
+    for row in prange(batch * channels):
+        b, c = row // channels, row % channels
+        for step in range(length):
+            out[b, c, index[0, step]] = y[b, 0, c, step]
+        for k in range(1, routes):
+            for step in range(length):
+                out[b, c, index[k, step]] += y[b, k, c, step]
+
+
+@njit(parallel=True, **NUMBA_OPTIONS)
+def _unscan_kernel(y, index, out):
+    batch, routes, channels, length = y.shape
+    for row in prange(batch * channels):
+        b, c = row // channels, row % channels
+        for k in range(routes):
+            for step in range(length):
+                out[b, k, c, index[k, step]] = y[b, k, c, step]
+
+
+@njit(parallel=True, **NUMBA_OPTIONS)
+def _rescan_kernel(y, index, out):
+    batch, routes, channels, length = y.shape
+    for row in prange(batch * channels):
+        b, c = row // channels, row % channels
+        for k in range(routes):
+            for step in range(length):
+                out[b, k, c, step] = y[b, k, c, index[k, step]]
+
+
+_KERNELS = {"scan": _scan_kernel, "merge": _merge_kernel, "unscan": _unscan_kernel, "rescan": _rescan_kernel}
+
+
+def route_pass_numba(src: torch.Tensor, index: torch.Tensor, mode: str) -> torch.Tensor:
+    """One of the four passes above.
+
+    Args:
+        src: x (B, C, L) for "scan", y (B, K, C, L) for the others; any float dtype.
+        index: (K, L) positions of the K routes, int32.
+        mode: "scan", "merge", "unscan" or "rescan".
+
+    Returns:
+        (B, C, L) for "merge", else (B, K, C, L), in src's dtype.
+    """
+    compute = src.dtype if src.dtype in (torch.float32, torch.float64) else torch.float32
+    data = src.detach().to(compute).contiguous()
+    if mode == "scan":
+        shape = (data.shape[0], index.shape[0], *data.shape[1:])
+    elif mode == "merge":
+        shape = (data.shape[0], *data.shape[2:])
+    else:
+        shape = tuple(data.shape)
+    out = torch.empty(shape, dtype=compute)
+    sync_threads()
+    _KERNELS[mode](data.numpy(), index.contiguous().numpy(), out.numpy())
+    return out.to(src.dtype)
+
+
+def warm_up(dtypes=(torch.float32, torch.float64)) -> float:
+    """Compile (or load from the cache) the four kernels for ``dtypes``; returns the seconds taken."""
+    started = time.perf_counter()
+    index = torch.tensor([[0, 1], [1, 0]], dtype=torch.int32)
+    for dtype in dtypes:
+        y = route_pass_numba(torch.ones(1, 1, 2, dtype=dtype), index, "scan")
+        for mode in ("merge", "unscan", "rescan"):
+            route_pass_numba(y, index, mode)
+    return time.perf_counter() - started
+
