@@ -49,8 +49,11 @@ class MambaMixer(nn.Module):
 
     def forward(self, x: torch.Tensor, spatial_shape: Sequence[int] | None = None) -> torch.Tensor:
         b, length, _ = x.shape
-        x, z = self.in_proj(x).chunk(2, dim=-1)
-        x = x.transpose(1, 2)  # (B, D, L)
+        # channels first from the input projection on (as mamba_ssm): W @ x^T per batch item, no transposed copy
+        xz = torch.bmm(self.in_proj.weight.expand(b, -1, -1), x.transpose(1, 2))
+        if self.in_proj.bias is not None:
+            xz = xz + self.in_proj.bias[:, None]
+        x, z = xz.chunk(2, dim=1)  # (B, D, L) each
         if self.routes is not None:
             if spatial_shape is None:
                 raise ValueError("MambaMixer with routes needs spatial_shape")
@@ -60,17 +63,22 @@ class MambaMixer(nn.Module):
         else:
             xs = x[:, None]
         xs = F.silu(self.conv1d(xs.flatten(1, 2))[..., :length]).view_as(xs)
+        if self.num_directions == 1:  # the gate inside the scan, as mamba_ssm's selective_scan_fn(z=z)
+            return self._out_proj(self.ssm(xs, z=z)[:, 0])
         ys = self.ssm(xs)
         if self.routes is not None:
             y = cross_merge(ys.reshape(b, self.num_directions, self.d_inner, *spatial_shape), self.routes)
-        elif self.bidirectional:
-            y = ys[:, 0] + ys[:, 1].flip(-1)
         else:
-            y = ys[:, 0]
-        y = y.reshape(b, self.d_inner, length).transpose(1, 2)
+            y = ys[:, 0] + ys[:, 1].flip(-1)
+        y = y.reshape(b, self.d_inner, length)
         if not self.sum_directions:
             y = y / self.num_directions
-        return self.out_proj(y * F.silu(z))
+        return self._out_proj(y * F.silu(z))
+
+    def _out_proj(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, D, L) -> (B, L, dim) tokens: y^T W^T per batch item, no transposed copy of y."""
+        out = torch.bmm(y.transpose(1, 2), self.out_proj.weight.t().expand(y.shape[0], -1, -1))
+        return out + self.out_proj.bias if self.out_proj.bias is not None else out
 
 
 def _route_axis(t: torch.Tensor) -> torch.Tensor:

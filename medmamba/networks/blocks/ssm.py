@@ -45,17 +45,18 @@ class RouteSSM(nn.Module):
         for p in (self.A_logs, self.Ds):
             p._no_weight_decay = True
 
-    def forward(self, xs: torch.Tensor) -> torch.Tensor:
-        return scan_route_groups(xs, [self])
+    def forward(self, xs: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        return scan_route_groups(xs, [self], z)
 
 
-def scan_route_groups(xs: torch.Tensor, groups: Sequence[RouteSSM]) -> torch.Tensor:
+def scan_route_groups(xs: torch.Tensor, groups: Sequence[RouteSSM], z: torch.Tensor | None = None) -> torch.Tensor:
     """Several ``RouteSSM`` of the same width, state size and dt rank (e.g. one per MHS-VM head) in one
     ``selective_scan`` call.
 
     Args:
         xs: (B, K, d_inner, L) with K the groups' routes in order.
         groups: the modules whose per-route parameters are concatenated along K.
+        z: optional gate (B, K * d_inner, L): the scan returns its output times silu(z) (mamba_ssm's ``z``).
 
     Returns:
         (B, K, d_inner, L) in float32 (float64 for float64 xs): as VMamba's and MHS-VM's code, the scan's inputs are
@@ -86,6 +87,7 @@ def scan_route_groups(xs: torch.Tensor, groups: Sequence[RouteSSM]) -> torch.Ten
         torch.matmul(xs_t, w_b.transpose(-1, -2)).to(state_dtype).transpose(-1, -2),
         torch.matmul(xs_t, w_c.transpose(-1, -2)).to(state_dtype).transpose(-1, -2),
         cat("Ds").to(state_dtype),
+        z=z,
         delta_bias=cat("dt_projs_bias").to(state_dtype).view(-1),
         delta_softplus=True,
     )
