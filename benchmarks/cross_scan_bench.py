@@ -27,24 +27,8 @@ BAR_PERMUTATION = 1.5  # permutation routes at most 1.5x the axis-order routes' 
 PERMUTATION_ROUTES = {"2d": mhs_routes("S", 2), "3d": mhs_routes("C", 3) + mhs_routes("X", 3)[:2]}
 
 
-def _time_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Milliseconds after warm-up: triton's do_bench median on GPU; on CPU the minimum of the repeats (the least
-    disturbed run, as benchmarks/kernels.py: page faults of the fresh outputs and a shared machine's load vary)."""
-    if device.type == "cuda":
-        import triton.testing
-
-        return triton.testing.do_bench(fn, warmup=25, rep=repeats, return_mode="median")
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return min(times)
-
-
-def _measure(x: torch.Tensor, routes, backend: str, repeats: int) -> dict[str, float]:
+def _ops(x: torch.Tensor, routes, backend: str) -> dict[str, Callable[[], object]]:
+    """The four timed operations of one route set on one backend."""
     spatial = tuple(x.shape[2:])
     y = torch.randn(x.shape[0], len(routes), x.shape[1], math.prod(spatial), device=x.device, dtype=x.dtype)
     x_grad = x.detach().clone().requires_grad_(True)
@@ -55,13 +39,35 @@ def _measure(x: torch.Tensor, routes, backend: str, repeats: int) -> dict[str, f
         out.backward(grad_out)
         x_grad.grad = None
 
-    with torch.no_grad():
-        scan_ms = _time_ms(lambda: cross_scan(x, routes, backend=backend), x.device, repeats)
-        merge_ms = _time_ms(lambda: cross_merge(y, routes, spatial_shape=spatial, backend=backend), x.device, repeats)
-        fwd_ms = _time_ms(lambda: cross_merge(cross_scan(x, routes, backend=backend), routes, spatial_shape=spatial,
-                                              backend=backend), x.device, repeats)
-    return {"scan": scan_ms, "merge": merge_ms, "scan+merge fwd": fwd_ms,
-            "scan+merge fwd+bwd": _time_ms(fwd_bwd, x.device, repeats)}
+    no_grad = torch.no_grad()
+    return {"scan": no_grad(lambda: cross_scan(x, routes, backend=backend)),
+            "merge": no_grad(lambda: cross_merge(y, routes, spatial_shape=spatial, backend=backend)),
+            "scan+merge fwd": no_grad(lambda: cross_merge(cross_scan(x, routes, backend=backend), routes,
+                                                          spatial_shape=spatial, backend=backend)),
+            "scan+merge fwd+bwd": fwd_bwd}
+
+
+def _measure(x: torch.Tensor, routes, backend: str, repeats: int) -> dict[str, float]:
+    """CUDA: triton's do_bench median of each operation, in milliseconds."""
+    import triton.testing
+
+    return {op: triton.testing.do_bench(fn, warmup=25, rep=repeats, return_mode="median")
+            for op, fn in _ops(x, routes, backend).items()}
+
+
+def _measure_cpu_interleaved(configs: dict[str, dict[str, Callable[[], object]]], rounds: int) -> dict:
+    """CPU: every operation of every configuration once per round, in turn, after one warm-up round; the minimum over
+    the rounds in milliseconds. Interleaving puts a shared machine's load and the page faults of fresh outputs on all
+    configurations alike; the minimum is the least disturbed run (as benchmarks/kernels.py)."""
+    times: dict[str, dict[str, list[float]]] = {key: {op: [] for op in ops} for key, ops in configs.items()}
+    for round_ in range(rounds + 1):
+        for key, ops in configs.items():
+            for op, fn in ops.items():
+                start = time.perf_counter()
+                fn()
+                if round_:
+                    times[key][op].append((time.perf_counter() - start) * 1e3)
+    return {key: {op: min(ms) for op, ms in per_op.items()} for key, per_op in times.items()}
 
 
 def _bytes_moved(x: torch.Tensor, k: int) -> dict[str, int]:
@@ -78,20 +84,20 @@ def run(device: str = "cpu", quick: bool = False) -> dict:
     if quick:
         shapes = [("2d", (1, 32, 64, 64), ROUTES_2D), ("3d", (1, 16, 32, 32, 32), ROUTES_3D)]
     dtypes = [torch.float32, torch.bfloat16] if on_gpu else [torch.float32]
-    repeats = (20 if on_gpu else 5) if quick else (200 if on_gpu else 10)  # GPU: milliseconds of repetition
+    repeats = (20 if on_gpu else 5) if quick else (200 if on_gpu else 10)  # GPU: milliseconds; CPU: rounds
     kernel = "triton" if on_gpu else "numba"
     cases = []
     for name, shape, routes in shapes:
         for dtype in dtypes:
             x = torch.randn(shape, device=dev, dtype=dtype)
             case = {"name": name, "shape": list(shape), "routes": len(routes), "dtype": str(dtype).split(".")[-1]}
-            # the first timed meets a cold allocator: on the CPU every set is timed twice, each op's faster kept
-            for _ in range(1 if on_gpu else 2):
-                for backend in ("torch", kernel):
-                    for prefix, route_set in (("", routes), ("permutation_", PERMUTATION_ROUTES[name])):
-                        key = f"{prefix}{backend}_ms"
-                        timed = _measure(x, route_set, backend, repeats)
-                        case[key] = {op: min(ms, case.get(key, timed)[op]) for op, ms in timed.items()}
+            sets = {f"{prefix}{backend}_ms": (route_set, backend) for backend in ("torch", kernel)
+                    for prefix, route_set in (("", routes), ("permutation_", PERMUTATION_ROUTES[name]))}
+            if on_gpu:
+                case.update({key: _measure(x, *config, repeats) for key, config in sets.items()})
+            else:
+                case.update(_measure_cpu_interleaved({key: _ops(x, *config) for key, config in sets.items()},
+                                                     repeats))
             moved = _bytes_moved(x, len(routes))
             case[f"speedup_{kernel}_vs_torch"] = {k: case["torch_ms"][k] / v for k, v in case[f"{kernel}_ms"].items()}
             case[f"{kernel}_gb_per_s"] = {k: b / case[f"{kernel}_ms"][k] / 1e6 for k, b in moved.items()}
@@ -108,7 +114,7 @@ def run(device: str = "cpu", quick: bool = False) -> dict:
         "torch": torch.__version__,
         "quick": quick,
         "timing": (f"triton.testing.do_bench median over {repeats} ms" if on_gpu else
-                   f"minimum of {repeats} runs after 2 warm-ups, each set timed twice") +
+                   f"minimum over {repeats} rounds after a warm-up round, configurations interleaved") +
                   ", milliseconds",
         "load_average_1min": os.getloadavg()[0],
         "cases": cases,
