@@ -1,5 +1,5 @@
-"""Scan kernels (no nn.Modules): selective scan and cross-scan/merge; Triton on CUDA, numba (the scan) and PyTorch
-on the CPU, chosen in ``medmamba.kernels.backends``."""
+"""Scan kernels (no nn.Modules): selective scan, cross-scan/merge and MHS-VM's gated route fusion; Triton on CUDA,
+numba and PyTorch on the CPU, chosen in ``medmamba.kernels.backends``."""
 from medmamba.kernels.cross_scan import (
     cross_merge,
     cross_merge_2d,
@@ -9,6 +9,7 @@ from medmamba.kernels.cross_scan import (
     cross_scan_3d,
     cross_unscan,
 )
+from medmamba.kernels.route_fusion import gated_route_fusion, gated_route_fusion_ref
 from medmamba.kernels.routes import (
     MHS_PATTERNS,
     PATHS,
@@ -42,4 +43,6 @@ __all__ = [
     "cross_merge_2d",
     "cross_scan_3d",
     "cross_merge_3d",
+    "gated_route_fusion",
+    "gated_route_fusion_ref",
 ]

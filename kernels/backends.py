@@ -12,7 +12,8 @@ from importlib import import_module
 
 import torch
 
-OPS = {"selective_scan": ("torch", "numba", "triton"), "cross_scan": ("torch", "numba", "triton")}
+OPS = {"selective_scan": ("torch", "numba", "triton"), "cross_scan": ("torch", "numba", "triton"),
+       "route_fusion": ("torch", "numba")}
 _numba_problem: list[str | None] = []  # filled on first use: None when the numba backend imports
 
 
@@ -31,6 +32,7 @@ def numba_unavailable_reason() -> str | None:
         try:
             import_module("medmamba.kernels.selective_scan_numba")
             import_module("medmamba.kernels.cross_scan_numba")
+            import_module("medmamba.kernels.route_fusion_numba")
             _numba_problem.append(None)
         except Exception as err:  # ImportError, or numba/llvmlite failing to load on this platform
             _numba_problem.append(f"{type(err).__name__}: {err}")
@@ -53,7 +55,7 @@ def resolve_backend(op: str, requested: str, device: torch.device, supported_by_
     """The backend that runs ``op`` for tensors on ``device``.
 
     Args:
-        op: "selective_scan" or "cross_scan".
+        op: a key of ``OPS``.
         requested: "auto" or one of the op's backends (``OPS[op]``).
         device: where the inputs are.
         supported_by_triton: whether the op's Triton kernels take this input (dtype, number of axes).

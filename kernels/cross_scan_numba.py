@@ -14,8 +14,6 @@ float32 and float64 are computed as they are, other float dtypes in float32 (the
 """
 from __future__ import annotations
 
-import time
-
 import torch
 from numba import njit, prange
 
@@ -92,13 +90,11 @@ def route_pass_numba(src: torch.Tensor, index: torch.Tensor, mode: str) -> torch
     return out.to(src.dtype)
 
 
-def warm_up(dtypes=(torch.float32, torch.float64)) -> float:
-    """Compile (or load from the cache) the four kernels for ``dtypes``; returns the seconds taken."""
-    started = time.perf_counter()
+def warm_up(dtypes=(torch.float32, torch.float64)) -> None:
+    """Compile (or load from the cache) the four kernels for ``dtypes``."""
     index = torch.tensor([[0, 1], [1, 0]], dtype=torch.int32)
     for dtype in dtypes:
         y = route_pass_numba(torch.ones(1, 1, 2, dtype=dtype), index, "scan")
         for mode in ("merge", "unscan", "rescan"):
             route_pass_numba(y, index, mode)
-    return time.perf_counter() - started
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import time
 from importlib import metadata
 
 NNUNET_ENV_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_compile",
@@ -54,12 +55,15 @@ def _find_with_nnunet(name: str) -> str:
 
 def _numba_kernels(warm: bool) -> str:
     """One line on the numba kernels: their cache and the measured first-call compile time, or the warm-up."""
-    from medmamba.kernels import cross_scan_numba, selective_scan_numba
+    from medmamba.kernels import cross_scan_numba, route_fusion_numba, selective_scan_numba
 
     where = f"cache {selective_scan_numba.cache_dir()}"
     if warm:
         record_before = selective_scan_numba.compile_record()
-        seconds = selective_scan_numba.warm_up() + cross_scan_numba.warm_up()
+        started = time.perf_counter()
+        for module in (selective_scan_numba, cross_scan_numba, route_fusion_numba):
+            module.warm_up()
+        seconds = time.perf_counter() - started
         loaded = record_before is not None and record_before == selective_scan_numba.compile_record()
         return f"numba kernels: {'loaded from the cache' if loaded else 'compiled'} in {seconds:.1f} s ({where})"
     record = selective_scan_numba.compile_record()

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medmamba.kernels import MHS_PATTERNS
+from medmamba.kernels import MHS_PATTERNS, gated_route_fusion
 from medmamba.networks.blocks.conv import conv_nd
 from medmamba.networks.blocks.scan import cross_scan, cross_unscan, mhs_routes
 from medmamba.networks.blocks.ssm import RouteSSM, dt_rank_for, scan_route_groups
@@ -17,7 +17,7 @@ from medmamba.networks.blocks.ssm import RouteSSM, dt_rank_for, scan_route_group
 class ScanRouteAttention(nn.Module):
     """Gated fusion unit (the paper's scan route attention): route outputs (B, R, C, L) -> (B, C, L), their sum
     weighted per position and channel by ReLU(cv - threshold), cv the coefficient of variation across routes
-    (unbiased std over the mean of the outputs shifted by their minimum).
+    (unbiased std over the mean of the outputs shifted by their minimum); ``medmamba.kernels.gated_route_fusion``.
 
     Args:
         threshold: ``t`` of ReLU(cv - t), MHS-VM's ``gfu_t``.
@@ -31,14 +31,7 @@ class ScanRouteAttention(nn.Module):
     def forward(self, ys: torch.Tensor) -> torch.Tensor:
         if ys.shape[1] < 2:
             raise ValueError("scan route attention needs at least 2 routes per head")
-        # elementwise over the R route maps: torch's std/amin reduce a strided axis 20x slower
-        routes = ys.unbind(1)
-        total, low = routes[0], routes[0]
-        for y in routes[1:]:
-            total, low = total + y, torch.minimum(low, y)
-        mean = total / len(routes)
-        std = (sum((y - mean).square() for y in routes) / (len(routes) - 1)).sqrt()
-        return total * F.relu(std / (mean - low + self.eps) - self.threshold)
+        return gated_route_fusion(ys, self.threshold, self.eps)
 
 
 class MultiHeadScan(nn.Module):
