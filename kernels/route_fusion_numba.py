@@ -4,34 +4,58 @@ Per batch, channel and position, over the R route values y_r: S = sum y_r, m = S
 sd = sqrt(sum (y_r - m)^2 / (R - 1)), cv = sd / (m - lo + eps), out = S relu(cv - t). Backward recomputes these
 from y and forms dy_r = g w + [cv > t] g S (dcv/dy_r), with dcv/dy_r = (y_r - m) / ((R - 1) sd den)
 - cv / den (1 / R - [r = argmin]) and den = m - lo + eps; where sd is 0 (all routes equal) the sd term is 0. A
-tie for the minimum sends its gradient to the first route holding it. In parallel over the (batch, channel) rows.
+tie for the minimum sends its gradient to the first route holding it. In parallel over the (batch, channel) rows,
+each row's statistics in row-length buffers.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from numba import njit, prange
 
 from medmamba.kernels.selective_scan_numba import NUMBA_OPTIONS, sync_threads
 
 
+@njit(**NUMBA_OPTIONS)
+def _row_statistics(ys, b, c, eps, total, low, arg, mean, sd, cv):
+    """Per position of row (b, c): the routes' sum, minimum (and its first route), mean, standard deviation and
+    coefficient of variation. Routes outer, positions inner: every loop runs along contiguous positions and
+    vectorises."""
+    routes, length = ys.shape[1], ys.shape[3]
+    zero = ys.dtype.type(0)
+    for p in range(length):
+        total[p], low[p], arg[p] = ys[b, 0, c, p], ys[b, 0, c, p], 0
+    for r in range(1, routes):
+        for p in range(length):
+            y = ys[b, r, c, p]
+            total[p] += y
+            arg[p] = r if y < low[p] else arg[p]
+            low[p] = min(low[p], y)
+    for p in range(length):
+        mean[p] = total[p] / routes
+        sd[p] = zero
+    for r in range(routes):
+        for p in range(length):
+            sd[p] += (ys[b, r, c, p] - mean[p]) ** 2
+    for p in range(length):
+        sd[p] = math.sqrt(sd[p] / (routes - 1))
+        cv[p] = sd[p] / (mean[p] - low[p] + eps)
+
+
 @njit(parallel=True, **NUMBA_OPTIONS)
 def _fusion_forward_kernel(ys, threshold, eps, out):
     batch, routes, channels, length = ys.shape
+    zero = ys.dtype.type(0)
     for row in prange(batch * channels):
         b, c = row // channels, row % channels
+        stats = np.empty((5, length), ys.dtype)
+        arg = np.empty(length, np.int64)
+        total, low, mean, sd, cv = stats[0], stats[1], stats[2], stats[3], stats[4]
+        _row_statistics(ys, b, c, eps, total, low, arg, mean, sd, cv)
         for p in range(length):
-            total, low = ys[b, 0, c, p], ys[b, 0, c, p]
-            for r in range(1, routes):
-                total += ys[b, r, c, p]
-                low = min(low, ys[b, r, c, p])
-            mean = total / routes
-            squares = ys.dtype.type(0)
-            for r in range(routes):
-                squares += (ys[b, r, c, p] - mean) ** 2
-            cv = math.sqrt(squares / (routes - 1)) / (mean - low + eps)
-            out[b, c, p] = total * max(cv - threshold, ys.dtype.type(0))
+            out[b, c, p] = total[p] * max(cv[p] - threshold, zero)
 
 
 @njit(parallel=True, **NUMBA_OPTIONS)
@@ -40,27 +64,23 @@ def _fusion_backward_kernel(ys, grad, threshold, eps, dys):
     zero = ys.dtype.type(0)
     for row in prange(batch * channels):
         b, c = row // channels, row % channels
+        stats = np.empty((8, length), ys.dtype)
+        arg = np.empty(length, np.int64)
+        total, low, mean, sd, cv = stats[0], stats[1], stats[2], stats[3], stats[4]
+        direct, d_sd, d_mean = stats[5], stats[6], stats[7]
+        _row_statistics(ys, b, c, eps, total, low, arg, mean, sd, cv)
         for p in range(length):
-            total, low, arg = ys[b, 0, c, p], ys[b, 0, c, p], 0
-            for r in range(1, routes):
-                total += ys[b, r, c, p]
-                if ys[b, r, c, p] < low:
-                    low, arg = ys[b, r, c, p], r
-            mean = total / routes
-            squares = zero
-            for r in range(routes):
-                squares += (ys[b, r, c, p] - mean) ** 2
-            sd = math.sqrt(squares / (routes - 1))
-            den = mean - low + eps
-            cv = sd / den
             g = grad[b, c, p]
-            direct = g * max(cv - threshold, zero)
-            dcv = g * total if cv > threshold else zero
-            d_sd = dcv / (den * sd * (routes - 1)) if sd > zero else zero
-            d_mean = -dcv * cv / den / routes
-            for r in range(routes):
-                dys[b, r, c, p] = direct + d_sd * (ys[b, r, c, p] - mean) + d_mean
-            dys[b, arg, c, p] += dcv * cv / den
+            den = mean[p] - low[p] + eps
+            direct[p] = g * max(cv[p] - threshold, zero)
+            dcv = g * total[p] if cv[p] > threshold else zero
+            d_sd[p] = dcv / (den * sd[p] * (routes - 1)) if sd[p] > zero else zero
+            d_mean[p] = -dcv * cv[p] / den / routes
+            low[p] = dcv * cv[p] / den  # from here: the gradient of the minimum
+        for r in range(routes):
+            for p in range(length):
+                y = ys[b, r, c, p]
+                dys[b, r, c, p] = direct[p] + d_sd[p] * (y - mean[p]) + d_mean[p] + (low[p] if arg[p] == r else zero)
 
 
 def _compute(t: torch.Tensor) -> torch.Tensor:
