@@ -13,8 +13,11 @@ N, dim).
 Backward, in parallel over (part, batch, group), each part owning a share of the group's channel blocks: chunks in
 reverse, each chunk's states recomputed from its checkpoint into a (CHUNK + 1, N, channels) buffer, then the adjoint
 g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1} walked back through the chunk, forming every gradient in the same pass.
-dB and dC are shared by a group's channels: each part sums into its own partial, added up afterwards; dA and dD are
-kept per batch and summed afterwards.
+The elementwise work (delta', the gate, du, ddelta, dD) runs along the inputs' rows, vectorised over time, with
+transposes to and from the time-major buffers of the scan loops. dB and dC are shared by a group's channels: each
+part stores the sums of its first block into its own time-major partial and adds those of the others (partials summed
+afterwards when there are several), returned as transposes (the layout of the networks' B and C); dA and dD are kept
+per batch and summed afterwards.
 
 exp is a float32 polynomial (range reduction by ln 2, rounding by a shifted addition, degree-5 minimax polynomial,
 2**k from the exponent bits; relative error below 2.1e-7 for |x| <= 20, 4e-7 near |x| = 87 from float32's ln 2) that
@@ -46,6 +49,7 @@ from numba.extending import intrinsic, overload
 
 CHUNK = 64  # steps between the checkpoints stored for backward
 _MAX_LANES = 64  # channels per block at most
+_MIN_LANES = 16  # and at least, unless a group has fewer channels
 
 
 def _default_cache_dir() -> Path:
@@ -287,6 +291,55 @@ def _forward_kernel(u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, last
         _forward_task(np.int64(task), u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, last, ckpt)
 
 
+@njit(inline="always", **NUMBA_OPTIONS)
+def _recompute_states(states, decay, A_blk, B_g, C_g, t0, n, width, dt, x, y):
+    """From states[0], the state entering step t0: states[i + 1] = decay[i] states[i] + x_i B, decay[i] =
+    exp(dt_i A) and y_i = <C, states[i + 1]> for steps t0 + i, i < n, of a block of ``width`` channels (inlined, so
+    that a constant width reaches LLVM)."""
+    for i in range(n):
+        t = np.uint64(t0 + i)
+        for j in range(width):
+            y[i, j] = 0
+        for k in range(A_blk.shape[0]):
+            b_k, c_k = B_g[t, k], C_g[t, k]
+            for j in range(width):
+                a = _exp(dt[i, j] * A_blk[k, j])
+                decay[i, k, j] = a
+                h_kj = a * states[i, k, j] + x[i, j] * b_k
+                states[i + 1, k, j] = h_kj
+                y[i, j] += h_kj * c_k
+
+
+@njit(inline="always", **NUMBA_OPTIONS)
+def _adjoint_steps(adjoint, states, decay, A_blk, dA_blk, B_g, C_g, dB_g, dC_g, first, t0, n, width, dt, x, dy, dx,
+                   ddt):
+    """Steps t0 + n - 1 down to t0 of a block of ``width`` channels: the adjoint g_t = C_t dy_t + exp(dt_{t+1} A)
+    g_{t+1} (adjoint holds the second term on entry and leaves it for step t0 - 1) and, per step, dx, ddt (of the
+    exponent's dt only), dA, and dB, dC summed over the channels: stored when ``first``, else added (inlined)."""
+    for i in range(n - 1, -1, -1):
+        t = np.uint64(t0 + i)
+        for j in range(width):
+            dx[i, j] = 0
+            ddt[i, j] = 0
+        for k in range(A_blk.shape[0]):
+            b_k, c_k = B_g[t, k], C_g[t, k]
+            dB_tk, dC_tk = dt.dtype.type(0), dt.dtype.type(0)
+            for j in range(width):
+                g_h = adjoint[k, j] + c_k * dy[i, j]  # adjoint of h_t
+                dC_tk += dy[i, j] * states[i + 1, k, j]
+                dB_tk += g_h * x[i, j]
+                dx[i, j] += g_h * b_k
+                grad_exponent = g_h * states[i, k, j] * decay[i, k, j]  # d/d(dt A) of exp(dt A) h_{t-1}
+                ddt[i, j] += grad_exponent * A_blk[k, j]
+                dA_blk[k, j] += grad_exponent * dt[i, j]
+                adjoint[k, j] = g_h * decay[i, k, j]
+            if first:
+                dB_g[t, k], dC_g[t, k] = dB_tk, dC_tk
+            else:
+                dB_g[t, k] += dB_tk
+                dC_g[t, k] += dC_tk
+
+
 @njit(**NUMBA_OPTIONS)
 def _backward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt, dout, dlast, du, ddelta, dz, dA,
                    dD, dB, dC):
@@ -300,84 +353,90 @@ def _backward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt
     zero, one = At.dtype.type(0), At.dtype.type(1)
     p, b, g = task // (batch * G), task // G % batch, task % G
     B_g, C_g, dB_p, dC_p = Bt[b, g], Ct[b, g], dB[p, b, g], dC[p, b, g]
-    A_blk = np.empty((N, lanes), At.dtype)
-    states = np.empty((CHUNK + 1, N, lanes), At.dtype)  # states[i] enters step t0 + i
-    decay = np.empty((CHUNK, N, lanes), At.dtype)
-    adjoint = np.empty((N, lanes), At.dtype)  # of the state leaving the current step, times that step's decay
-    dA_blk = np.empty((N, lanes), At.dtype)
-    dD_blk = np.empty(lanes, At.dtype)
-    buffers = np.empty((9, CHUNK, lanes), At.dtype)
-    raw, dt, x, u_blk, y, z_blk, dy, du_blk, ddt = (buffers[0], buffers[1], buffers[2], buffers[3], buffers[4],
-                                                   buffers[5], buffers[6], buffers[7], buffers[8])
+    width = min(lanes, dg)  # of the buffers: the widest block
+    A_blk = np.empty((N, width), At.dtype)
+    states = np.empty((CHUNK + 1, N, width), At.dtype)  # states[i] enters step t0 + i
+    decay = np.empty((CHUNK, N, width), At.dtype)
+    adjoint = np.empty((N, width), At.dtype)  # of the state leaving the current step, times that step's decay
+    dA_blk = np.empty((N, width), At.dtype)
+    steps = np.empty((6, CHUNK, width), At.dtype)  # time-major, for the scan loops
+    dt, x, y, dy, dx, ddt = steps[0], steps[1], steps[2], steps[3], steps[4], steps[5]
+    rows = np.empty((7, width, CHUNK), At.dtype)  # along the inputs' rows, for the elementwise loops
+    dt_r, x_r, y_r, dy_r, sig_r, dx_r, ddt_r = rows[0], rows[1], rows[2], rows[3], rows[4], rows[5], rows[6]
     for q in range(p, blocks, parts):
         j0, cb = g * dg + q * lanes, min(lanes, dg - q * lanes)
         _copy(At[:, j0:j0 + cb], A_blk)
         _copy(dlast[b, :, j0:j0 + cb], adjoint)
         dA_blk[:] = zero
-        dD_blk[:] = zero
+        for j in range(cb):
+            dD[b, j0 + j] = zero
         for t0 in range(CHUNK * ((L - 1) // CHUNK), -1, -CHUNK):
             n = min(CHUNK, L - t0)
-            _block_steps(delta, u, bias, softplus, b, j0, cb, t0, n, raw, dt, x, u_blk)
-            _copy(ckpt[b, t0 // CHUNK, :, j0:j0 + cb], states[0])
-            y[:] = zero
-            for i in range(n):
-                for k in range(N):
-                    b_k, c_k = B_g[t0 + i, k], C_g[t0 + i, k]
-                    for j in range(cb):
-                        a = _exp(dt[i, j] * A_blk[k, j])
-                        decay[i, k, j] = a
-                        h_kj = a * states[i, k, j] + x[i, j] * b_k
-                        states[i + 1, k, j] = h_kj
-                        y[i, j] += h_kj * c_k
-            # the gate: out = (y + D u) silu(z)
-            _gather_block(dout, b, j0, cb, t0, n, dy)
-            if gate:
-                _gather_block(z, b, j0, cb, t0, n, z_blk)
+            for j in range(cb):
+                c = np.uint64(j0 + j)
+                bias_j = bias[c]
                 for i in range(n):
-                    for j in range(cb):
-                        z_ij, sig = z_blk[i, j], _sigmoid(z_blk[i, j])
-                        z_blk[i, j] = dy[i, j] * (y[i, j] + D[j0 + j] * u_blk[i, j]) * sig * (one + z_ij * (one - sig))
-                        dy[i, j] *= z_ij * sig
-                _scatter_block(z_blk, b, j0, cb, t0, n, dz)
-            du_blk[:] = zero  # the gradient of x, until the last pass turns it into u's
-            ddt[:] = zero
-            for i in range(n - 1, -1, -1):
-                t = t0 + i
-                for k in range(N):
-                    b_k, c_k = B_g[t, k], C_g[t, k]
-                    dB_tk, dC_tk = zero, zero
-                    for j in range(cb):
-                        g_h = adjoint[k, j] + c_k * dy[i, j]  # adjoint of h_t
-                        dC_tk += dy[i, j] * states[i + 1, k, j]
-                        dB_tk += g_h * x[i, j]
-                        du_blk[i, j] += g_h * b_k
-                        grad_exponent = g_h * states[i, k, j] * decay[i, k, j]  # d/d(dt A) of exp(dt A) h_{t-1}
-                        ddt[i, j] += grad_exponent * A_blk[k, j]
-                        dA_blk[k, j] += grad_exponent * dt[i, j]
-                        adjoint[k, j] = g_h * decay[i, k, j]
-                    dB_p[t, k] += dB_tk
-                    dC_p[t, k] += dC_tk
-            for i in range(n):
-                for j in range(cb):
-                    dD_blk[j] += dy[i, j] * u_blk[i, j]
-                    ddt[i, j] += du_blk[i, j] * u_blk[i, j]
-                    du_blk[i, j] = du_blk[i, j] * dt[i, j] + dy[i, j] * D[j0 + j]
-                    if softplus:
-                        ddt[i, j] *= _sigmoid(raw[i, j])
-            _scatter_block(du_blk, b, j0, cb, t0, n, du)
-            _scatter_block(ddt, b, j0, cb, t0, n, ddelta)
+                    dt_r[j, i] = delta[b, c, np.uint64(t0 + i)] + bias_j
+                if softplus:
+                    for i in range(n):
+                        sig_r[j, i] = _sigmoid(dt_r[j, i])
+                        dt_r[j, i] = _softplus(dt_r[j, i])
+                for i in range(n):
+                    x_r[j, i] = dt_r[j, i] * u[b, c, np.uint64(t0 + i)]
+            _transpose(dt_r, n, cb, dt)
+            _transpose(x_r, n, cb, x)
+            _copy(ckpt[b, t0 // CHUNK, :, j0:j0 + cb], states[0])
+            if cb == _MAX_LANES:  # constant widths: LLVM unrolls the vectorised channel loop
+                _recompute_states(states, decay, A_blk, B_g, C_g, t0, n, _MAX_LANES, dt, x, y)
+            elif cb == _MIN_LANES:
+                _recompute_states(states, decay, A_blk, B_g, C_g, t0, n, _MIN_LANES, dt, x, y)
+            else:
+                _recompute_states(states, decay, A_blk, B_g, C_g, t0, n, cb, dt, x, y)
+            # the gate: out = (y + D u) silu(z)
+            if gate:
+                _transpose(y, cb, n, y_r)
+            for j in range(cb):
+                c = np.uint64(j0 + j)
+                for i in range(n):
+                    dy_r[j, i] = dout[b, c, np.uint64(t0 + i)]
+                if gate:
+                    D_j = D[c]
+                    for i in range(n):
+                        t = np.uint64(t0 + i)
+                        z_ji = z[b, c, t]
+                        sig = _sigmoid(z_ji)
+                        dz[b, c, t] = dy_r[j, i] * (y_r[j, i] + D_j * u[b, c, t]) * sig * (one + z_ji * (one - sig))
+                        dy_r[j, i] *= z_ji * sig
+            _transpose(dy_r, n, cb, dy)
+            if cb == _MAX_LANES:
+                _adjoint_steps(adjoint, states, decay, A_blk, dA_blk, B_g, C_g, dB_p, dC_p, q == p, t0, n,
+                               _MAX_LANES, dt, x, dy, dx, ddt)
+            else:
+                _adjoint_steps(adjoint, states, decay, A_blk, dA_blk, B_g, C_g, dB_p, dC_p, q == p, t0, n, cb,
+                               dt, x, dy, dx, ddt)
+            _transpose(dx, cb, n, dx_r)
+            _transpose(ddt, cb, n, ddt_r)
+            for j in range(cb):
+                c = np.uint64(j0 + j)
+                D_j, dD_j = D[c], zero  # du = dx dt + dy D
+                for i in range(n):
+                    t = np.uint64(t0 + i)
+                    u_ji = u[b, c, t]
+                    dD_j += dy_r[j, i] * u_ji
+                    grad_dt = ddt_r[j, i] + dx_r[j, i] * u_ji  # through the exponents and x = dt u
+                    ddelta[b, c, t] = grad_dt * sig_r[j, i] if softplus else grad_dt
+                    du[b, c, t] = dx_r[j, i] * dt_r[j, i] + dy_r[j, i] * D_j
+                dD[b, c] += dD_j
         _copy(dA_blk[:, :cb], dA[b, :, j0:j0 + cb])
-        for j in range(cb):
-            dD[b, j0 + j] = dD_blk[j]
 
 
 @njit(parallel=True, **NUMBA_OPTIONS)
 def _backward_kernel(u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt, dout, dlast, du, ddelta, dz, dA, dD,
                      dB, dC):
     """Inputs as _forward_kernel's; dout: (batch, dim, L); dlast: (batch, N, dim). Writes du, ddelta, dz (empty
-    without gate): (batch, dim, L); dA: (batch, N, dim); dD: (batch, dim); and adds into dB, dC:
-    (parts, batch, G, L, N), zero on entry. One task per (part, batch, group), each summing its share of the
-    group's channel blocks into its own partial."""
+    without gate): (batch, dim, L); dA: (batch, N, dim); dD: (batch, dim); dB, dC: (parts, batch, G, L, N). One task
+    per (part, batch, group), each summing its share of the group's channel blocks into its own partial of dB and
+    dC."""
     for task in prange(dB.shape[0] * u.shape[0] * Bt.shape[1]):
         _backward_task(np.int64(task), u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt, dout, dlast, du,
                        ddelta, dz, dA, dD, dB, dC)
@@ -462,11 +521,13 @@ def selective_scan_numba_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus
     du, ddelta = torch.empty(batch, dim, L, **f), torch.empty(batch, dim, L, **f)
     dz = torch.empty(batch, dim, L, **f) if z is not None else torch.empty(0, 0, 0, **f)
     dA, dD = torch.empty(batch, N, dim, **f), torch.empty(batch, dim, **f)
-    dB, dC = torch.zeros(parts, batch, G, L, N, **f), torch.zeros(parts, batch, G, L, N, **f)
+    dB, dC = torch.empty(parts, batch, G, L, N, **f), torch.empty(parts, batch, G, L, N, **f)
     _backward_kernel(*args, bool(delta_softplus), lanes, ckpt.numpy(), dout.numpy(), dlast.numpy(), du.numpy(),
                      ddelta.numpy(), dz.numpy(), dA.numpy(), dD.numpy(), dB.numpy(), dC.numpy())
-    return (du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).t().to(A.dtype),
-            dB.sum(0).transpose(-1, -2).to(B.dtype).contiguous(), dC.sum(0).transpose(-1, -2).to(C.dtype).contiguous(),
+    # time-major, as B and C come from the networks (passed as transposes): returned as transposes, not copied
+    dB, dC = (dB[0], dC[0]) if parts == 1 else (dB.sum(0), dC.sum(0))
+    return (du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).t().to(A.dtype), dB.transpose(-1, -2).to(B.dtype),
+            dC.transpose(-1, -2).to(C.dtype),
             dD.sum(0).to(D.dtype) if D is not None else None, dz.to(z.dtype) if z is not None else None,
             ddelta.sum((0, 2)).to(delta_bias.dtype) if delta_bias is not None else None)
 
