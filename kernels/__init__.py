@@ -1,5 +1,6 @@
-"""Scan kernels (no nn.Modules): selective scan, cross-scan/merge and MHS-VM's gated route fusion; Triton on CUDA,
-numba and PyTorch on the CPU, chosen in ``medmamba.kernels.backends``."""
+"""Scan kernels (no nn.Modules): selective scan, cross-scan/merge, MHS-VM's gated route fusion and Mamba's causal
+conv1d; Triton on CUDA, numba and PyTorch on the CPU, chosen in ``medmamba.kernels.backends``."""
+from medmamba.kernels.causal_conv1d import causal_conv1d_silu, causal_conv1d_silu_ref
 from medmamba.kernels.cross_scan import (
     cross_merge,
     cross_merge_2d,
@@ -45,4 +46,6 @@ __all__ = [
     "cross_merge_3d",
     "gated_route_fusion",
     "gated_route_fusion_ref",
+    "causal_conv1d_silu",
+    "causal_conv1d_silu_ref",
 ]

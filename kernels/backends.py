@@ -13,7 +13,7 @@ from importlib import import_module
 import torch
 
 OPS = {"selective_scan": ("torch", "numba", "triton"), "cross_scan": ("torch", "numba", "triton"),
-       "route_fusion": ("torch", "numba")}
+       "route_fusion": ("torch", "numba"), "causal_conv1d": ("torch", "numba")}
 _numba_problem: list[str | None] = []  # filled on first use: None when the numba backend imports
 
 
@@ -33,6 +33,7 @@ def numba_unavailable_reason() -> str | None:
             import_module("medmamba.kernels.selective_scan_numba")
             import_module("medmamba.kernels.cross_scan_numba")
             import_module("medmamba.kernels.route_fusion_numba")
+            import_module("medmamba.kernels.causal_conv1d_numba")
             _numba_problem.append(None)
         except Exception as err:  # ImportError, or numba/llvmlite failing to load on this platform
             _numba_problem.append(f"{type(err).__name__}: {err}")

@@ -124,8 +124,9 @@ def _softplus(x):
     raise NotImplementedError
 
 
-def _sigmoid(x):
-    """1 / (1 + exp(-x)); numba only."""
+def sigmoid(x):
+    """1 / (1 + exp(-x)) with the vectorisable float32 exp (see the module docstring); numba only (shared with the
+    other CPU kernels)."""
     raise NotImplementedError
 
 
@@ -151,7 +152,7 @@ def _softplus_overload(x):
     return lambda x: x if x > _SOFTPLUS_THRESHOLD else max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
 
-@overload(_sigmoid)
+@overload(sigmoid)
 def _sigmoid_overload(x):
     if x == types.float32:
         return lambda x: _ONE32 / (_ONE32 + _exp(-x))
@@ -275,7 +276,7 @@ def _forward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, 
         D_j = D[j]
         if gate:
             for t in range(L):
-                out[b, j, t] = (out[b, j, t] + D_j * u[b, j, t]) * z[b, j, t] * _sigmoid(z[b, j, t])
+                out[b, j, t] = (out[b, j, t] + D_j * u[b, j, t]) * z[b, j, t] * sigmoid(z[b, j, t])
         else:
             for t in range(L):
                 out[b, j, t] += D_j * u[b, j, t]
@@ -379,7 +380,7 @@ def _backward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt
                     dt_r[j, i] = delta[b, c, np.uint64(t0 + i)] + bias_j
                 if softplus:
                     for i in range(n):
-                        sig_r[j, i] = _sigmoid(dt_r[j, i])
+                        sig_r[j, i] = sigmoid(dt_r[j, i])
                         dt_r[j, i] = _softplus(dt_r[j, i])
                 for i in range(n):
                     x_r[j, i] = dt_r[j, i] * u[b, c, np.uint64(t0 + i)]
@@ -404,7 +405,7 @@ def _backward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt
                     for i in range(n):
                         t = np.uint64(t0 + i)
                         z_ji = z[b, c, t]
-                        sig = _sigmoid(z_ji)
+                        sig = sigmoid(z_ji)
                         dz[b, c, t] = dy_r[j, i] * (y_r[j, i] + D_j * u[b, c, t]) * sig * (one + z_ji * (one - sig))
                         dy_r[j, i] *= z_ji * sig
             _transpose(dy_r, n, cb, dy)

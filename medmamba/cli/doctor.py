@@ -55,13 +55,13 @@ def _find_with_nnunet(name: str) -> str:
 
 def _numba_kernels(warm: bool) -> str:
     """One line on the numba kernels: their cache and the measured first-call compile time, or the warm-up."""
-    from medmamba.kernels import cross_scan_numba, route_fusion_numba, selective_scan_numba
+    from medmamba.kernels import causal_conv1d_numba, cross_scan_numba, route_fusion_numba, selective_scan_numba
 
     where = f"cache {selective_scan_numba.cache_dir()}"
     if warm:
         record_before = selective_scan_numba.compile_record()
         started = time.perf_counter()
-        for module in (selective_scan_numba, cross_scan_numba, route_fusion_numba):
+        for module in (selective_scan_numba, cross_scan_numba, route_fusion_numba, causal_conv1d_numba):
             module.warm_up()
         seconds = time.perf_counter() - started
         loaded = record_before is not None and record_before == selective_scan_numba.compile_record()

@@ -1,4 +1,5 @@
-"""Mamba (S6) mixer over a token sequence, with a depthwise causal conv1d (no causal_conv1d package)."""
+"""Mamba (S6) mixer over a token sequence, with a depthwise causal conv1d (``medmamba.kernels.causal_conv1d_silu``,
+no causal_conv1d package)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -7,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medmamba.kernels import causal_conv1d_silu
 from medmamba.networks.blocks.scan import Route, cross_merge, cross_scan
 from medmamba.networks.blocks.ssm import RouteSSM, dt_rank_for
 
@@ -62,7 +64,7 @@ class MambaMixer(nn.Module):
             xs = torch.stack([x, x.flip(-1)], dim=1)
         else:
             xs = x[:, None]
-        xs = F.silu(self.conv1d(xs.flatten(1, 2))[..., :length]).view_as(xs)
+        xs = causal_conv1d_silu(xs.flatten(1, 2), self.conv1d.weight, self.conv1d.bias).view_as(xs)
         if self.num_directions == 1:  # the gate inside the scan, as mamba_ssm's selective_scan_fn(z=z)
             return self._out_proj(self.ssm(xs, z=z)[:, 0])
         ys = self.ssm(xs)
