@@ -21,13 +21,19 @@ from medmamba.kernels.selective_scan_numba import NUMBA_OPTIONS, sync_threads
 
 
 @njit(parallel=True, **NUMBA_OPTIONS)
-def _scan_kernel(x, index, out):
-    batch, channels, length = x.shape
+def _copy_kernel(src, index, scatter, out):
+    """Route k of out from route k of src (or from its only one): gathered through index[k] or scattered."""
+    batch, sources, channels, length = src.shape
     for row in prange(batch * channels):
         b, c = row // channels, row % channels
         for k in range(index.shape[0]):
-            for step in range(length):
-                out[b, k, c, step] = x[b, c, index[k, step]]
+            s = k if sources > 1 else 0
+            if scatter:
+                for step in range(length):
+                    out[b, k, c, index[k, step]] = src[b, s, c, step]
+            else:
+                for step in range(length):
+                    out[b, k, c, step] = src[b, s, c, index[k, step]]
 
 
 @njit(parallel=True, **NUMBA_OPTIONS)
@@ -40,29 +46,6 @@ def _merge_kernel(y, index, out):
         for k in range(1, routes):
             for step in range(length):
                 out[b, c, index[k, step]] += y[b, k, c, step]
-
-
-@njit(parallel=True, **NUMBA_OPTIONS)
-def _unscan_kernel(y, index, out):
-    batch, routes, channels, length = y.shape
-    for row in prange(batch * channels):
-        b, c = row // channels, row % channels
-        for k in range(routes):
-            for step in range(length):
-                out[b, k, c, index[k, step]] = y[b, k, c, step]
-
-
-@njit(parallel=True, **NUMBA_OPTIONS)
-def _rescan_kernel(y, index, out):
-    batch, routes, channels, length = y.shape
-    for row in prange(batch * channels):
-        b, c = row // channels, row % channels
-        for k in range(routes):
-            for step in range(length):
-                out[b, k, c, step] = y[b, k, c, index[k, step]]
-
-
-_KERNELS = {"scan": _scan_kernel, "merge": _merge_kernel, "unscan": _unscan_kernel, "rescan": _rescan_kernel}
 
 
 def route_pass_numba(src: torch.Tensor, index: torch.Tensor, mode: str) -> torch.Tensor:
@@ -86,7 +69,11 @@ def route_pass_numba(src: torch.Tensor, index: torch.Tensor, mode: str) -> torch
         shape = tuple(data.shape)
     out = torch.empty(shape, dtype=compute)
     sync_threads()
-    _KERNELS[mode](data.numpy(), index.contiguous().numpy(), out.numpy())
+    if mode == "merge":
+        _merge_kernel(data.numpy(), index.contiguous().numpy(), out.numpy())
+    else:
+        source = data[:, None] if mode == "scan" else data
+        _copy_kernel(source.numpy(), index.contiguous().numpy(), mode == "unscan", out.numpy())
     return out.to(src.dtype)
 
 

@@ -19,12 +19,15 @@ from medmamba.kernels.selective_scan_numba import NUMBA_OPTIONS, sync_threads
 
 
 @njit(**NUMBA_OPTIONS)
-def _row_statistics(ys, b, c, eps, total, low, arg, mean, sd, cv):
-    """Per position of row (b, c): the routes' sum, minimum (and its first route), mean, standard deviation and
-    coefficient of variation. Routes outer, positions inner: every loop runs along contiguous positions and
-    vectorises."""
+def _row_statistics(ys, b, c, eps):
+    """Per position of row (b, c): the routes' sum, minimum, mean, standard deviation, coefficient of variation
+    (rows of one array) and the first route holding the minimum. Routes outer, positions inner: every loop runs
+    along contiguous positions and vectorises."""
     routes, length = ys.shape[1], ys.shape[3]
     zero = ys.dtype.type(0)
+    stats = np.empty((5, length), ys.dtype)
+    arg = np.empty(length, np.int64)
+    total, low, mean, sd, cv = stats[0], stats[1], stats[2], stats[3], stats[4]
     for p in range(length):
         total[p], low[p], arg[p] = ys[b, 0, c, p], ys[b, 0, c, p], 0
     for r in range(1, routes):
@@ -42,6 +45,7 @@ def _row_statistics(ys, b, c, eps, total, low, arg, mean, sd, cv):
     for p in range(length):
         sd[p] = math.sqrt(sd[p] / (routes - 1))
         cv[p] = sd[p] / (mean[p] - low[p] + eps)
+    return stats, arg
 
 
 @njit(parallel=True, **NUMBA_OPTIONS)
@@ -50,12 +54,9 @@ def _fusion_forward_kernel(ys, threshold, eps, out):
     zero = ys.dtype.type(0)
     for row in prange(batch * channels):
         b, c = row // channels, row % channels
-        stats = np.empty((5, length), ys.dtype)
-        arg = np.empty(length, np.int64)
-        total, low, mean, sd, cv = stats[0], stats[1], stats[2], stats[3], stats[4]
-        _row_statistics(ys, b, c, eps, total, low, arg, mean, sd, cv)
+        stats, _ = _row_statistics(ys, b, c, eps)
         for p in range(length):
-            out[b, c, p] = total[p] * max(cv[p] - threshold, zero)
+            out[b, c, p] = stats[0, p] * max(stats[4, p] - threshold, zero)
 
 
 @njit(parallel=True, **NUMBA_OPTIONS)
@@ -64,11 +65,10 @@ def _fusion_backward_kernel(ys, grad, threshold, eps, dys):
     zero = ys.dtype.type(0)
     for row in prange(batch * channels):
         b, c = row // channels, row % channels
-        stats = np.empty((8, length), ys.dtype)
-        arg = np.empty(length, np.int64)
+        stats, arg = _row_statistics(ys, b, c, eps)
         total, low, mean, sd, cv = stats[0], stats[1], stats[2], stats[3], stats[4]
-        direct, d_sd, d_mean = stats[5], stats[6], stats[7]
-        _row_statistics(ys, b, c, eps, total, low, arg, mean, sd, cv)
+        grads = np.empty((3, length), ys.dtype)
+        direct, d_sd, d_mean = grads[0], grads[1], grads[2]
         for p in range(length):
             g = grad[b, c, p]
             den = mean[p] - low[p] + eps
