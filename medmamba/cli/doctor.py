@@ -5,6 +5,7 @@ import contextlib
 import io
 import os
 import time
+import warnings
 from importlib import metadata
 
 NNUNET_ENV_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_compile",
@@ -49,7 +50,9 @@ def _find_with_nnunet(name: str) -> str:
     """Look ``name`` up exactly as ``nnUNetv2_train -tr name`` does; return its module, or raise."""
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    with contextlib.redirect_stdout(io.StringIO()):
+    # nnU-Net imports every trainer module it ships; their imports' deprecation warnings are not the user's concern
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         return recursive_find_trainer_class_by_name(name).__module__
 
 
