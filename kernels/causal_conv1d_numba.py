@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from medmamba.kernels.selective_scan_numba import NUMBA_OPTIONS, sigmoid, sync_threads
+from medmamba.kernels.selective_scan_numba import NUMBA_OPTIONS, compute_dtype, kernel_array, sigmoid, sync_threads
 
 BLOCK = 2048  # steps per block
 
@@ -75,35 +75,25 @@ def _backward_kernel(x, w, bias, dout, dx, dw, dbias):
                     dx[b, c, t0 + i] += w[c, k] * grad[i + shift]
 
 
-def _compute(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return t.detach().to(dtype).contiguous()
-
-
-def _dtype(x: torch.Tensor) -> torch.dtype:
-    return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-
-
 def causal_conv1d_silu_numba_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """x (B, C, L), weight (C, K), bias (C,) -> silu(causal depthwise conv) (B, C, L) in x's dtype."""
-    dtype = _dtype(x)
-    xc = _compute(x, dtype)
-    out = torch.empty_like(xc)
+    compute = compute_dtype(x)
+    out = torch.empty(x.shape, dtype=compute)
     sync_threads()
-    _forward_kernel(xc.numpy(), _compute(weight, dtype).numpy(), _compute(bias, dtype).numpy(), out.numpy())
+    _forward_kernel(kernel_array(x, compute), kernel_array(weight, compute), kernel_array(bias, compute), out.numpy())
     return out.to(x.dtype)
 
 
 def causal_conv1d_silu_numba_bwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                                  dout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gradients of x, weight and bias, each in its input's dtype."""
-    dtype = _dtype(x)
-    xc = _compute(x, dtype)
-    dx = torch.empty_like(xc)
-    dw = torch.empty(x.shape[0], *weight.shape, dtype=dtype)
-    dbias = torch.empty(x.shape[0], x.shape[1], dtype=dtype)
+    compute = compute_dtype(x)
+    dx = torch.empty(x.shape, dtype=compute)
+    dw = torch.empty(x.shape[0], *weight.shape, dtype=compute)
+    dbias = torch.empty(x.shape[0], x.shape[1], dtype=compute)
     sync_threads()
-    _backward_kernel(xc.numpy(), _compute(weight, dtype).numpy(), _compute(bias, dtype).numpy(),
-                     _compute(dout, dtype).numpy(), dx.numpy(), dw.numpy(), dbias.numpy())
+    _backward_kernel(kernel_array(x, compute), kernel_array(weight, compute), kernel_array(bias, compute),
+                     kernel_array(dout, compute), dx.numpy(), dw.numpy(), dbias.numpy())
     return dx.to(x.dtype), dw.sum(0).to(weight.dtype), dbias.sum(0).to(bias.dtype)
 
 

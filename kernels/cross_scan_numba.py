@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from numba import njit, prange
 
-from medmamba.kernels.selective_scan_numba import NUMBA_OPTIONS, sync_threads
+from medmamba.kernels.selective_scan_numba import NUMBA_OPTIONS, compute_dtype, kernel_array, sync_threads
 
 
 @njit(parallel=True, **NUMBA_OPTIONS)
@@ -59,21 +59,20 @@ def route_pass_numba(src: torch.Tensor, index: torch.Tensor, mode: str) -> torch
     Returns:
         (B, C, L) for "merge", else (B, K, C, L), in src's dtype.
     """
-    compute = src.dtype if src.dtype in (torch.float32, torch.float64) else torch.float32
-    data = src.detach().to(compute).contiguous()
+    compute = compute_dtype(src)
+    data, positions = kernel_array(src, compute), index.contiguous().numpy()
     if mode == "scan":
-        shape = (data.shape[0], index.shape[0], *data.shape[1:])
+        shape = (src.shape[0], index.shape[0], *src.shape[1:])
     elif mode == "merge":
-        shape = (data.shape[0], *data.shape[2:])
+        shape = (src.shape[0], *src.shape[2:])
     else:
-        shape = tuple(data.shape)
+        shape = tuple(src.shape)
     out = torch.empty(shape, dtype=compute)
     sync_threads()
     if mode == "merge":
-        _merge_kernel(data.numpy(), index.contiguous().numpy(), out.numpy())
+        _merge_kernel(data, positions, out.numpy())
     else:
-        source = data[:, None] if mode == "scan" else data
-        _copy_kernel(source.numpy(), index.contiguous().numpy(), mode == "unscan", out.numpy())
+        _copy_kernel(data[:, None] if mode == "scan" else data, positions, mode == "unscan", out.numpy())
     return out.to(src.dtype)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from medmamba.kernels.selective_scan_numba import NUMBA_OPTIONS, sync_threads
+from medmamba.kernels.selective_scan_numba import NUMBA_OPTIONS, compute_dtype, kernel_array, sync_threads
 
 
 @njit(**NUMBA_OPTIONS)
@@ -83,29 +83,24 @@ def _fusion_backward_kernel(ys, grad, threshold, eps, dys):
                 dys[b, r, c, p] = direct[p] + d_sd[p] * (y - mean[p]) + d_mean[p] + (low[p] if arg[p] == r else zero)
 
 
-def _compute(t: torch.Tensor) -> torch.Tensor:
-    dtype = t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
-    return t.detach().to(dtype).contiguous()
-
-
 def gated_route_fusion_numba_fwd(ys: torch.Tensor, threshold: float, eps: float) -> torch.Tensor:
-    """(B, R, C, L) -> (B, C, L) in ys's dtype (computed in float32, float64 for float64)."""
-    data = _compute(ys)
-    out = torch.empty(data.shape[0], *data.shape[2:], dtype=data.dtype)
+    """(B, R, C, L) -> (B, C, L) in ys's dtype (computed in ``compute_dtype(ys)``)."""
+    compute = compute_dtype(ys)
+    data = kernel_array(ys, compute)
+    out = torch.empty(ys.shape[0], *ys.shape[2:], dtype=compute)
     sync_threads()
-    arr = data.numpy()
-    _fusion_forward_kernel(arr, arr.dtype.type(threshold), arr.dtype.type(eps), out.numpy())
+    _fusion_forward_kernel(data, data.dtype.type(threshold), data.dtype.type(eps), out.numpy())
     return out.to(ys.dtype)
 
 
 def gated_route_fusion_numba_bwd(ys: torch.Tensor, grad: torch.Tensor, threshold: float, eps: float) -> torch.Tensor:
     """The gradient of ys, (B, R, C, L) in ys's dtype."""
-    data = _compute(ys)
-    dys = torch.empty_like(data)
+    compute = compute_dtype(ys)
+    data = kernel_array(ys, compute)
+    dys = torch.empty(ys.shape, dtype=compute)
     sync_threads()
-    arr = data.numpy()
-    _fusion_backward_kernel(arr, _compute(grad).to(data.dtype).numpy(), arr.dtype.type(threshold),
-                            arr.dtype.type(eps), dys.numpy())
+    _fusion_backward_kernel(data, kernel_array(grad, compute), data.dtype.type(threshold), data.dtype.type(eps),
+                            dys.numpy())
     return dys.to(ys.dtype)
 
 

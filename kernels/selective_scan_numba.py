@@ -169,31 +169,11 @@ def _copy(src, dst):
 
 
 @njit(**NUMBA_OPTIONS)
-def _gather_block(src, b, j0, cb, t0, n, dst):
-    """dst[i, j] = src[b, j0 + j, t0 + i]: a block's channels of steps t0 .. t0 + n - 1, time-major."""
-    for j in range(cb):
-        for i in range(n):
-            dst[i, j] = src[b, j0 + j, t0 + i]
-
-
-@njit(**NUMBA_OPTIONS)
 def _scatter_block(src, b, j0, cb, t0, n, dst):
-    """dst[b, j0 + j, t0 + i] = src[i, j] (the inverse of _gather_block)."""
+    """dst[b, j0 + j, t0 + i] = src[i, j]: a block's time-major steps t0 .. t0 + n - 1 back to its channels' rows."""
     for j in range(cb):
         for i in range(n):
             dst[b, j0 + j, np.uint64(t0 + i)] = src[i, j]
-
-
-@njit(**NUMBA_OPTIONS)
-def _block_steps(delta, u, bias, softplus, b, j0, cb, t0, n, raw, dt, x, u_blk):
-    """For a block's channels and steps, time-major: raw = delta + bias, dt = softplus(raw) (or raw), u, x = dt u."""
-    _gather_block(delta, b, j0, cb, t0, n, raw)
-    _gather_block(u, b, j0, cb, t0, n, u_blk)
-    for i in range(n):
-        for j in range(cb):
-            raw[i, j] += bias[j0 + j]
-            dt[i, j] = _softplus(raw[i, j]) if softplus else raw[i, j]
-            x[i, j] = dt[i, j] * u_blk[i, j]
 
 
 # Loops index whole arrays (h[k, j]) rather than taking row views (h[k]): in numba each view costs two
@@ -210,21 +190,25 @@ def _transpose(src, n, cb, dst):
 
 
 @njit(**NUMBA_OPTIONS)
-def _forward_steps(delta, u, bias, softplus, b, j0, cb, t0, n, rows, dt, x):
+def _delta_steps(delta, u, bias, softplus, b, j0, cb, t0, n, dt_r, x_r, sig_r, dt, x):
     """dt = softplus(delta + bias) (or delta + bias) and x = dt u for a block's channels and steps: formed along the
-    inputs' rows in rows (2, channels, CHUNK), vectorised over time, then transposed to time-major dt and x."""
-    dt_rows, x_rows = rows[0], rows[1]
+    inputs' rows in dt_r and x_r (channels, CHUNK), vectorised over time, then transposed to time-major dt and x.
+    When sig_r has rows (backward), it gets sigmoid(delta + bias), softplus's derivative."""
     for j in range(cb):
-        bias_j = bias[j0 + j]
+        c = np.uint64(j0 + j)
+        bias_j = bias[c]
         for i in range(n):
-            dt_rows[j, i] = delta[b, j0 + j, np.uint64(t0 + i)] + bias_j
+            dt_r[j, i] = delta[b, c, np.uint64(t0 + i)] + bias_j
         if softplus:
+            if sig_r.shape[0]:
+                for i in range(n):
+                    sig_r[j, i] = sigmoid(dt_r[j, i])
             for i in range(n):
-                dt_rows[j, i] = _softplus(dt_rows[j, i])
+                dt_r[j, i] = _softplus(dt_r[j, i])
         for i in range(n):
-            x_rows[j, i] = dt_rows[j, i] * u[b, j0 + j, np.uint64(t0 + i)]
-    _transpose(dt_rows, n, cb, dt)
-    _transpose(x_rows, n, cb, x)
+            x_r[j, i] = dt_r[j, i] * u[b, c, np.uint64(t0 + i)]
+    _transpose(dt_r, n, cb, dt)
+    _transpose(x_r, n, cb, x)
 
 
 @njit(inline="always", **NUMBA_OPTIONS)
@@ -264,7 +248,7 @@ def _forward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, out, 
         n = min(CHUNK, L - t0)
         if save:
             _copy(h, ckpt[b, t0 // CHUNK, :, j0:j0 + cb])
-        _forward_steps(delta, u, bias, softplus, b, j0, cb, t0, n, rows, dt, x)
+        _delta_steps(delta, u, bias, softplus, b, j0, cb, t0, n, rows[0], rows[1], rows[0][:0], dt, x)
         if cb == _MAX_LANES:  # a constant width: LLVM unrolls the vectorised channel loop (1.15x faster)
             _scan_steps(h, A_blk, B_g, C_g, t0, n, _MAX_LANES, dt, x, y)
         else:
@@ -373,19 +357,7 @@ def _backward_task(task, u, delta, At, Bt, Ct, D, z, bias, softplus, lanes, ckpt
             dD[b, j0 + j] = zero
         for t0 in range(CHUNK * ((L - 1) // CHUNK), -1, -CHUNK):
             n = min(CHUNK, L - t0)
-            for j in range(cb):
-                c = np.uint64(j0 + j)
-                bias_j = bias[c]
-                for i in range(n):
-                    dt_r[j, i] = delta[b, c, np.uint64(t0 + i)] + bias_j
-                if softplus:
-                    for i in range(n):
-                        sig_r[j, i] = sigmoid(dt_r[j, i])
-                        dt_r[j, i] = _softplus(dt_r[j, i])
-                for i in range(n):
-                    x_r[j, i] = dt_r[j, i] * u[b, c, np.uint64(t0 + i)]
-            _transpose(dt_r, n, cb, dt)
-            _transpose(x_r, n, cb, x)
+            _delta_steps(delta, u, bias, softplus, b, j0, cb, t0, n, dt_r, x_r, sig_r, dt, x)
             _copy(ckpt[b, t0 // CHUNK, :, j0:j0 + cb], states[0])
             if cb == _MAX_LANES:  # constant widths: LLVM unrolls the vectorised channel loop
                 _recompute_states(states, decay, A_blk, B_g, C_g, t0, n, _MAX_LANES, dt, x, y)
@@ -471,14 +443,24 @@ def _lanes(tasks_per_block: int, dg: int, threads: int) -> int:
     return lanes
 
 
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype the CPU kernels compute in for t: float64 for float64, float32 for every other float dtype."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def kernel_array(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    """t as a C-contiguous numpy array of ``dtype`` for a kernel (copied only where it is not one already)."""
+    return t.detach().to(dtype).contiguous().numpy()
+
+
 def _kernel_inputs(u, delta, A, B, C, D, z, delta_bias):
-    """numpy views of contiguous copies in the compute dtype (float64 for float64 u, else float32): A as (N, dim),
-    B and C time-major (batch, G, L, N); absent D and delta_bias as zeros, absent z as an empty array."""
-    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    """numpy views of contiguous copies in the compute dtype (``compute_dtype(u)``): A as (N, dim), B and C
+    time-major (batch, G, L, N); absent D and delta_bias as zeros, absent z as an empty array."""
+    compute = compute_dtype(u)
     zeros = torch.zeros(u.shape[1], dtype=compute)
 
     def prepared(t, absent=None):
-        return (absent if t is None else t.detach().to(compute)).contiguous().numpy()
+        return kernel_array(absent if t is None else t, compute)
 
     return (prepared(u), prepared(delta), prepared(A.t()), prepared(B.transpose(-1, -2)),
             prepared(C.transpose(-1, -2)), prepared(D, zeros), prepared(z, zeros[:0].view(0, 0, 0)),
@@ -596,13 +578,11 @@ class _CompileNotice(event.Listener):
 event.register("numba:compile", _CompileNotice())
 
 
-def warm_up(dtypes=(torch.float32, torch.float64)) -> float:
-    """Compile (or load from the cache) the forward and backward kernels for ``dtypes``; returns the seconds taken."""
-    started = time.perf_counter()
+def warm_up(dtypes=(torch.float32, torch.float64)) -> None:
+    """Compile (or load from the cache) the forward and backward kernels for ``dtypes``."""
     for dtype in dtypes:
         u = torch.ones(1, 2, 3, dtype=dtype)
         bc = torch.ones(1, 1, 2, 3, dtype=dtype)
         args = (u, u, -torch.ones(2, 2, dtype=dtype), bc, bc, None, u, None, True)
         out, _, saved = selective_scan_numba_fwd(*args, save_for_backward=True)
         selective_scan_numba_bwd(*args, saved, torch.ones_like(out), None)
-    return time.perf_counter() - started

@@ -29,8 +29,6 @@ class ScanRouteAttention(nn.Module):
         self.threshold, self.eps = threshold, eps
 
     def forward(self, ys: torch.Tensor) -> torch.Tensor:
-        if ys.shape[1] < 2:
-            raise ValueError("scan route attention needs at least 2 routes per head")
         return gated_route_fusion(ys, self.threshold, self.eps)
 
 
