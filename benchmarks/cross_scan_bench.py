@@ -12,12 +12,11 @@ import argparse
 import json
 import math
 import os
-import time
 from typing import Callable
 
 import torch
 
-from medmamba.evaluation.efficiency import machine_description
+from medmamba.evaluation.efficiency import interleaved_ms, machine_description
 from medmamba.io_utils import atomic_file
 from medmamba.kernels import ROUTES_2D, ROUTES_3D, cross_merge, cross_scan, mhs_routes
 
@@ -55,21 +54,6 @@ def _measure(x: torch.Tensor, routes, backend: str, repeats: int) -> dict[str, f
             for op, fn in _ops(x, routes, backend).items()}
 
 
-def _measure_cpu_interleaved(configs: dict[str, dict[str, Callable[[], object]]], rounds: int) -> dict:
-    """CPU: every operation of every configuration once per round, in turn, after one warm-up round; the minimum over
-    the rounds in milliseconds. Interleaving puts a shared machine's load and the page faults of fresh outputs on all
-    configurations alike; the minimum is the least disturbed run (as benchmarks/kernels.py)."""
-    times: dict[str, dict[str, list[float]]] = {key: {op: [] for op in ops} for key, ops in configs.items()}
-    for round_ in range(rounds + 1):
-        for key, ops in configs.items():
-            for op, fn in ops.items():
-                start = time.perf_counter()
-                fn()
-                if round_:
-                    times[key][op].append((time.perf_counter() - start) * 1e3)
-    return {key: {op: min(ms) for op, ms in per_op.items()} for key, per_op in times.items()}
-
-
 def _bytes_moved(x: torch.Tensor, k: int) -> dict[str, int]:
     """Minimum DRAM traffic: scan reads x once and writes K copies, merge the reverse; bwd mirrors fwd."""
     one = x.numel() * x.element_size()
@@ -96,8 +80,10 @@ def run(device: str = "cpu", quick: bool = False) -> dict:
             if on_gpu:
                 case.update({key: _measure(x, *config, repeats) for key, config in sets.items()})
             else:
-                case.update(_measure_cpu_interleaved({key: _ops(x, *config) for key, config in sets.items()},
-                                                     repeats))
+                # interleaved, so that the page faults of fresh outputs fall on all configurations alike
+                ops = {key: _ops(x, *config) for key, config in sets.items()}
+                times = interleaved_ms({(key, op): fn for key, fns in ops.items() for op, fn in fns.items()}, repeats)
+                case.update({key: {op: times[key, op] for op in fns} for key, fns in ops.items()})
             moved = _bytes_moved(x, len(routes))
             case[f"speedup_{kernel}_vs_torch"] = {k: case["torch_ms"][k] / v for k, v in case[f"{kernel}_ms"].items()}
             case[f"{kernel}_gb_per_s"] = {k: b / case[f"{kernel}_ms"][k] / 1e6 for k, b in moved.items()}

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from medmamba.evaluation.efficiency import machine_description
+from medmamba.evaluation.efficiency import interleaved_ms, machine_description
 from medmamba.io_utils import atomic_file
 from medmamba.kernels import selective_scan
 from medmamba.kernels.selective_scan_torch import BLOCK_ELEMENTS
@@ -129,21 +129,6 @@ def _scan(backend):
     return lambda **kw: selective_scan(**kw, delta_softplus=True, backend=backend)
 
 
-def _interleaved_ms(fns: dict, rounds: int) -> dict:
-    """CPU milliseconds of each function: one warm-up call each, then ``rounds`` rounds calling every function
-    once in turn; the minimum over rounds (the least disturbed run on a possibly shared machine)."""
-    best = {}
-    for name, fn in fns.items():
-        fn()
-        best[name] = math.inf
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], (time.perf_counter() - start) * 1e3)
-    return best
-
-
 def _fwd_and_fwd_bwd_fns(fn, inputs) -> tuple:
     """(forward without autograd, forward+backward) as argument-less functions."""
     leaves = {k: v.detach().requires_grad_() for k, v in inputs.items()}
@@ -214,7 +199,7 @@ def run_cpu(quick: bool, thread_counts: list[int]) -> dict:
             fns = {"exp": exp_fn}
             for name, fn in methods.items():
                 fns[f"{name}_fwd"], fns[f"{name}_fwd_bwd"] = _fwd_and_fwd_bwd_fns(fn, inputs)
-            times = _interleaved_ms(fns, repeats)
+            times = interleaved_ms(fns, repeats)
             for name, fn in methods.items():
                 for phase in ("fwd", "fwd_bwd"):
                     case[f"{name}_{phase}_ms"] = times[f"{name}_{phase}"]

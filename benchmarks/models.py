@@ -216,19 +216,19 @@ def measure_in_child(name: str, device: str, threads: int, budget_s: float, time
     command = [sys.executable, __file__, "--catalog-entry", name, "--device", device, "--threads", str(threads),
                "--entry-budget", str(budget_s)] + (["--catalog-dims", str(spatial_dims)] if spatial_dims else [])
     machine = f"this {device.upper()} ({threads} threads)"
+    note = None
     try:
         done = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout_s)
     except subprocess.TimeoutExpired:
         note = f"not measured: the forward passes at the reference input did not finish within {timeout_s:.0f} s " \
                f"on {machine}"
-        return measure_entry(name, device, counts, {"latency_ms": None, "peak_memory_mb": None, "latency_note": note},
-                            spatial_dims)
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or [""])[-1][:200]
-        note = f"not measured: the forward pass failed on {machine}, exit status {done.returncode} {tail}".rstrip()
-        return measure_entry(name, device, counts, {"latency_ms": None, "peak_memory_mb": None, "latency_note": note},
-                            spatial_dims)
-    return measure_entry(name, device, counts, json.loads(done.stdout.strip().splitlines()[-1]), spatial_dims)
+    else:
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or [""])[-1][:200]
+            note = f"not measured: the forward pass failed on {machine}, exit status {done.returncode} {tail}".rstrip()
+    passes = ({"latency_ms": None, "peak_memory_mb": None, "latency_note": note} if note is not None
+              else json.loads(done.stdout.strip().splitlines()[-1]))
+    return measure_entry(name, device, counts, passes, spatial_dims)
 
 
 def main() -> None:

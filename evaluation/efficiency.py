@@ -106,6 +106,30 @@ def measure_latency(model: nn.Module, x: torch.Tensor, repeats: int = 10, warmup
     return times
 
 
+def interleaved_ms(fns: dict[Any, Any], rounds: int) -> dict[Any, float]:
+    """CPU milliseconds of several functions timed alike: one warm-up call each, then ``rounds`` rounds calling
+    every function once in turn; per function the minimum over the rounds (the least disturbed run). Interleaving
+    puts a shared machine's load, and the cache and allocator state each call leaves, on all functions alike.
+
+    Args:
+        fns: argument-less functions by name.
+        rounds: timed rounds.
+
+    Returns:
+        The minimum milliseconds by name.
+    """
+    best = {}
+    for name, fn in fns.items():
+        fn()
+        best[name] = float("inf")
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], (time.perf_counter() - start) * 1e3)
+    return best
+
+
 def _replay_profiler_memory(prof) -> int:
     deltas = []
     for event in prof.events():
