@@ -1,9 +1,10 @@
-"""Cross-scan, cross-merge and cross-unscan: a (B, C, *spatial) map as K route sequences, and back.
+"""Cross-scan, cross-merge, cross-unscan and cross-rescan: a (B, C, *spatial) map as K route sequences, and back.
 
 ``cross_scan`` lays the map out along each route (see ``medmamba.kernels.routes``: axis-order routes and
 permutation routes); ``cross_unscan`` puts each route's sequence back in row-major order; ``cross_merge`` sums
-those, and is the exact adjoint of ``cross_scan``: <cross_scan(x), y> == <x, cross_merge(y)>. All are
-differentiable. On CUDA, Triton kernels do each in one pass (``cross_scan_triton``: a fused tiled kernel for axis
+those, and is the exact adjoint of ``cross_scan``: <cross_scan(x), y> == <x, cross_merge(y)>; ``cross_rescan``
+lays K maps out each along its own route (the inverse and adjoint of ``cross_unscan``). All are differentiable.
+On CUDA, Triton kernels do each but the rescan in one pass (``cross_scan_triton``: a fused tiled kernel for axis
 routes, index gathers for the rest); on the CPU numba kernels do (``cross_scan_numba``: one pass through the
 cached index arrays, for every kind of route), as the operator ``torch.ops.medmamba.route_pass`` (opaque to
 ``torch.compile`` and ``torch.export``); the torch path (permute / flip for axis routes, ``torch.gather`` with the
@@ -24,11 +25,12 @@ from medmamba.kernels.routes import ROUTES_2D, ROUTES_3D, AnyRoute, Route, check
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _resolve(t: torch.Tensor, n_spatial: int, backend: str, fn: str) -> str:
-    what = (f"a {t.dtype} tensor with {n_spatial} spatial axes; Triton takes 1-3 spatial axes and a float dtype, "
-            f"numba a float dtype")
-    return resolve_backend("cross_scan", backend, t.device, n_spatial <= 3 and t.dtype in _TRITON_DTYPES, what,
-                           caller=fn, supported_by_numba=t.dtype.is_floating_point)
+def _resolve(t: torch.Tensor, n_spatial: int, backend: str, fn: str, triton: bool = True) -> str:
+    """The backend for ``fn``; ``triton=False`` for a pass without a Triton kernel (torch runs it on CUDA)."""
+    what = (f"a {t.dtype} tensor with {n_spatial} spatial axes; Triton takes 1-3 spatial axes and a float dtype"
+            f"{'' if triton else ' (and has no kernel for this pass)'}, numba a float dtype")
+    return resolve_backend("cross_scan", backend, t.device, triton and n_spatial <= 3 and t.dtype in _TRITON_DTYPES,
+                           what, caller=fn, supported_by_numba=t.dtype.is_floating_point)
 
 
 # ---- torch path ----
@@ -63,6 +65,11 @@ def _scan_torch(x: torch.Tensor, routes: tuple[AnyRoute, ...]) -> torch.Tensor:
 def _unscan_torch(y: torch.Tensor, routes: tuple[AnyRoute, ...], spatial: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([_along(y[:, k].flip(-1) if r.reverse else y[:, k], _forward(r), spatial, inverse=True)
                         for k, r in enumerate(routes)], 1)
+
+
+def _rescan_torch(y: torch.Tensor, routes: tuple[AnyRoute, ...], spatial: tuple[int, ...]) -> torch.Tensor:
+    seqs = [_along(y[:, k], _forward(r), spatial, inverse=False) for k, r in enumerate(routes)]
+    return torch.stack([seq.flip(-1) if r.reverse else seq for seq, r in zip(seqs, routes)], 1)
 
 
 def _merge_torch(y: torch.Tensor, routes: tuple[AnyRoute, ...], spatial: tuple[int, ...]) -> torch.Tensor:
@@ -205,6 +212,24 @@ def cross_unscan(y: torch.Tensor, routes: Sequence[AnyRoute] | None = None,
         from medmamba.kernels.cross_scan_triton import cross_unscan_triton
         return cross_unscan_triton(y, routes, spatial)
     return _pass_numba(y, routes, spatial, "unscan") if chosen == "numba" else _unscan_torch(y, routes, spatial)
+
+
+def cross_rescan(y: torch.Tensor, routes: Sequence[AnyRoute] | None = None,
+                 spatial_shape: Sequence[int] | None = None, *, backend: str = "auto") -> torch.Tensor:
+    """Map k laid out along route k: the inverse of ``cross_unscan``, and its adjoint. For per-route maps computed
+    on the grid, as the per-route projections of a state-space block (one matmul on the grid instead of K on
+    routed copies). No Triton kernel: on CUDA ``auto`` runs the torch path.
+
+    Args:
+        y: (B, K, C, *spatial), or (B, K, C, L) with ``spatial_shape``: y[:, k] a map in row-major order.
+        routes, spatial_shape, backend: as for ``cross_merge`` ("triton" is refused).
+
+    Returns:
+        (B, K, C, L): sequence k is map k visited along route k; ``cross_rescan(cross_unscan(y)) == y``.
+    """
+    y, routes, spatial = _route_outputs(y, routes, spatial_shape, "cross_rescan")
+    chosen = _resolve(y, len(spatial), backend, "cross_rescan", triton=False)
+    return _pass_numba(y, routes, spatial, "rescan") if chosen == "numba" else _rescan_torch(y, routes, spatial)
 
 
 def _check_ndim(t: torch.Tensor, ndim: int, name: str, expected: str, fn: str) -> None:

@@ -19,6 +19,7 @@ from medmamba.kernels import (
     cross_merge,
     cross_merge_2d,
     cross_merge_3d,
+    cross_rescan,
     cross_scan,
     cross_scan_2d,
     cross_scan_3d,
@@ -67,6 +68,12 @@ def merge_ref(y, routes, spatial):
     for k, (o, r) in enumerate(routes):
         np.add.at(out, (slice(None), slice(None), route_indices(spatial, o, r)), y[:, k])
     return out
+
+
+def rescan_ref(y, routes, spatial):
+    b, _, c = y.shape[:3]
+    y = y.reshape(b, len(routes), c, -1)
+    return np.stack([y[:, k][..., route_indices(spatial, o, r)] for k, (o, r) in enumerate(routes)], 1)
 
 
 def unscan_ref(y, routes, spatial):
@@ -128,6 +135,14 @@ def test_scan_merge_match_reference(spatial, routes, backend):
     np.testing.assert_array_equal(unscanned.numpy(), unscan_ref(y.numpy(), routes, spatial))
     np.testing.assert_array_equal(cross_unscan(scanned, routes, spatial_shape=spatial, backend=backend).numpy(),
                                   x.flatten(2)[:, None].expand(-1, len(routes), -1, -1).numpy())
+    # rescan: map k along route k, unscan's inverse
+    rescanned = cross_rescan(y, routes, backend=backend)
+    np.testing.assert_array_equal(rescanned.numpy(), rescan_ref(y.numpy(), routes, spatial))
+    np.testing.assert_array_equal(cross_rescan(unscanned, routes, spatial_shape=spatial, backend=backend).numpy(),
+                                  y.flatten(3).numpy())
+    np.testing.assert_array_equal(
+        cross_rescan(x[:, None].expand(-1, len(routes), *x.shape[1:]), routes, backend=backend).numpy(),
+        scanned.numpy())
 
 
 GRAD_CASES = [CASES[0], CASES[2], CASES[5], CASES[9], CASES[11]]
@@ -154,13 +169,18 @@ def test_gradients_match_reference(spatial, routes, backend):
                          for k, r in enumerate(routes)], 1)
     np.testing.assert_array_equal(y.grad.flatten(3).numpy(), expected)
 
+    y.grad = None
+    g_rescan = torch.randn(1, len(routes), 2, int(np.prod(spatial)), dtype=torch.float64, generator=gen)
+    cross_rescan(y, routes, backend=backend).backward(g_rescan)
+    np.testing.assert_array_equal(y.grad.flatten(3).numpy(), unscan_ref(g_rescan.numpy(), routes, spatial))
+
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("routes", [ROUTES_2D, mhs_routes("S", 2)], ids=["axis", "spiral"])
 def test_gradcheck_cpu_backends(routes, backend):
     x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
     y = torch.randn(1, 4, 2, 3, 4, dtype=torch.float64, requires_grad=True)
-    for fn, t in ((cross_scan, x), (cross_merge, y), (cross_unscan, y)):
+    for fn, t in ((cross_scan, x), (cross_merge, y), (cross_unscan, y), (cross_rescan, y)):
         call = functools.partial(fn, routes=routes, backend=backend)
         assert torch.autograd.gradcheck(call, (t,))
         assert torch.autograd.gradgradcheck(call, (t,))
@@ -215,6 +235,7 @@ def test_fixed_route_sets_and_wrappers():
      r"backend='numba' does not take this input \(a torch.int64 tensor"),
     (lambda: cross_scan(torch.zeros(1, 2, 3, 4), [PathRoute("hilbert")]), r"path 'hilbert' is neither"),
     (lambda: cross_unscan(torch.zeros(1, 4, 2, 12), mhs_routes("C", 2)), r"needs spatial_shape"),
+    (lambda: cross_rescan(torch.zeros(1, 3, 2, 3, 4), ROUTES_2D), r"cross_rescan: y has shape .*dim 1 must equal"),
 ])
 def test_bad_input_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):

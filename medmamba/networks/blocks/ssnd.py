@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from monai.networks.layers import DropPath
 
 from medmamba.networks.blocks.conv import conv_nd
-from medmamba.networks.blocks.scan import Route, cross_merge, cross_scan, default_routes
-from medmamba.networks.blocks.ssm import RouteSSM, dt_rank_for
+from medmamba.networks.blocks.scan import Route, default_routes
+from medmamba.networks.blocks.ssm import RouteSSM, cross_selective_scan, dt_rank_for
 
 
 class SSND(nn.Module):
@@ -36,8 +36,7 @@ class SSND(nn.Module):
         b, *spatial, _ = x.shape
         x, z = self.in_proj(x).chunk(2, dim=-1)
         x = F.silu(self.conv(x.movedim(-1, 1)))
-        ys = self.ssm(cross_scan(x, self.routes))
-        y = cross_merge(ys.reshape(b, len(self.routes), self.d_inner, *spatial), self.routes)
+        y = cross_selective_scan(x, self.routes, self.ssm)
         y = self.out_norm(y.reshape(b, self.d_inner, -1).transpose(1, 2)).reshape(b, *spatial, self.d_inner)
         return self.out_proj(y * F.silu(z))
 
