@@ -145,6 +145,41 @@ def test_scan_merge_match_reference(spatial, routes, backend):
         scanned.numpy())
 
 
+@pytest.mark.parametrize("spatial,routes", CASES, ids=[ids(c) for c in CASES])
+def test_numba_scatters_in_visit_order(monkeypatch, spatial, routes):
+    """Merge and unscan visiting each route's steps in position order within blocks (what rows with long strides
+    get), forced here on every case with blocks of 5 steps: the reference's numbers."""
+    from medmamba.kernels import cross_scan_numba
+
+    monkeypatch.setattr(cross_scan_numba, "_TILE_STEPS", 5)
+    monkeypatch.setattr(cross_scan_numba, "_TILE_STRIDE_BYTES", 0)
+    monkeypatch.setattr(cross_scan_numba, "_VISIT", {})
+    y = torch.randn(2, len(routes), 3, *spatial, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    merged = cross_merge(y, routes, backend="numba")
+    np.testing.assert_allclose(merged.numpy(), merge_ref(y.numpy(), routes, spatial), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(cross_unscan(y, routes, backend="numba").numpy(),
+                                  unscan_ref(y.numpy(), routes, spatial))
+    if int(np.prod(spatial)) > 1:
+        assert all(order is not None for _, _, order in cross_scan_numba._VISIT.values())
+
+
+def test_visit_order_only_for_long_strides():
+    """Position-ordered scatters from a median step of 4 KiB through the row: 3D 32^3 float32 (the depth route
+    steps 1024 values), not 16^3 nor 2D 64 x 64 (where the step order is faster)."""
+    from medmamba.kernels.cross_scan_numba import visit_order
+    from medmamba.kernels.routes import route_index_tensors
+
+    def tiled(routes, spatial, itemsize=4):
+        return visit_order(route_index_tensors(routes, spatial, "cpu", torch.int32)[0], itemsize) is not None
+
+    assert tiled(ROUTES_3D, (32, 32, 32)) and tiled(ROUTES_3D, (16, 16, 16), itemsize=16)
+    assert not tiled(ROUTES_3D, (16, 16, 16)) and not tiled(ROUTES_2D, (64, 64))
+    steps, positions = visit_order(route_index_tensors(ROUTES_3D, (32, 32, 32), "cpu", torch.int32)[0], 4)
+    for k in range(6):  # a permutation of the steps, sorted by position within blocks of 4096
+        assert sorted(steps[k]) == list(range(32 ** 3))
+        assert all(np.all(np.diff(positions[k, i:i + 4096]) > 0) for i in range(0, 32 ** 3, 4096))
+
+
 GRAD_CASES = [CASES[0], CASES[2], CASES[5], CASES[9], CASES[11]]
 
 
