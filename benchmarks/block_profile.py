@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import medmamba
-from medmamba.evaluation.efficiency import machine_description
+from medmamba.evaluation.efficiency import interleaved_ms, machine_description
 from medmamba.io_utils import atomic_file
 from medmamba.networks.blocks.rss import RSSBlock
 from medmamba.networks.blocks.ssnd import VSSBlock
@@ -103,13 +102,8 @@ def _flops(step) -> dict[str, int]:
 
 
 def _wall_ms(step, repeats: int) -> float:
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - start) * 1e3)
-    return min(times)
+    """Minimum milliseconds over ``repeats`` calls after a warm-up call."""
+    return interleaved_ms({"step": step}, repeats)["step"]
 
 
 def _summary(ms: dict[str, float], flops: dict[str, int], wall_ms: float) -> dict:
