@@ -76,17 +76,17 @@ def _merge_kernel(y, index, out):
 
 _TILE_STEPS = 4096  # a route's steps visited in position order within blocks of this many
 _TILE_STRIDE_BYTES = 4096  # from this median step through the row on
-_VISIT: dict[int, tuple[torch.Tensor, int, tuple[np.ndarray, np.ndarray] | None]] = {}
+_VISIT: dict[tuple[int, int], tuple[torch.Tensor, tuple[np.ndarray, np.ndarray] | None]] = {}
 
 
 def visit_order(index: torch.Tensor, itemsize: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(steps, positions), each (K, L) int32, for the scatters of ``index``'s routes: route k visits its steps
     steps[k] (sorted by position within blocks of _TILE_STEPS steps) at positions[k] = index[k, steps[k]]; None when
-    no route's median step through the row reaches _TILE_STRIDE_BYTES. Cached per index tensor (the cross-scan's
-    index tensors are cached for good)."""
-    cached = _VISIT.get(id(index))
-    if cached is not None and cached[0] is index and cached[1] == itemsize:
-        return cached[2]
+    no route's median step through the row reaches _TILE_STRIDE_BYTES. Cached per index tensor and item size (the
+    cross-scan's index tensors are cached for good)."""
+    cached = _VISIT.get((id(index), itemsize))
+    if cached is not None and cached[0] is index:
+        return cached[1]
     positions = index.numpy().astype(np.int64)
     stride = np.median(np.abs(np.diff(positions, axis=1)), axis=1).max(initial=0) if positions.shape[1] > 1 else 0
     order = None
@@ -94,7 +94,7 @@ def visit_order(index: torch.Tensor, itemsize: int) -> tuple[np.ndarray, np.ndar
         block = np.arange(positions.shape[1]) // _TILE_STEPS
         steps = np.stack([np.lexsort((row, block)) for row in positions])
         order = (steps.astype(np.int32), np.take_along_axis(positions, steps, axis=1).astype(np.int32))
-    _VISIT[id(index)] = (index, itemsize, order)
+    _VISIT[id(index), itemsize] = (index, order)
     return order
 
 

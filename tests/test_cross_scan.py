@@ -160,7 +160,7 @@ def test_numba_scatters_in_visit_order(monkeypatch, spatial, routes):
     np.testing.assert_array_equal(cross_unscan(y, routes, backend="numba").numpy(),
                                   unscan_ref(y.numpy(), routes, spatial))
     if int(np.prod(spatial)) > 1:
-        assert all(order is not None for _, _, order in cross_scan_numba._VISIT.values())
+        assert all(order is not None for _, order in cross_scan_numba._VISIT.values())
 
 
 def test_visit_order_only_for_long_strides():
